@@ -1,0 +1,37 @@
+# The two commands a user needs: `make run` (the main job) and `make test` (the suite).
+# Both set up .venv on first use; only Python 3.11, pip, gcc and make are assumed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.digitlab-installed
+
+# A developer with the shared MNIST folder beside the repo never waits on the internet.
+SHARED_MNIST := $(abspath ../shared/data/mnist)
+ifneq ($(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte.gz),)
+export DIGITLAB_MNIST_MIRROR ?= $(SHARED_MNIST)
+endif
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/digitlab data fetch
+	$(BIN)/digitlab data info
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from digitlab.cli import main
+
+main()
