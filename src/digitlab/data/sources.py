@@ -93,7 +93,7 @@ _CHUNK = 1 << 16
 
 
 def mirror_list(mirror: str | None = None) -> list[str]:
-    """The mirrors to try: ``mirror`` (or ``$DIGITLAB_MNIST_MIRROR``) first, then the public ones."""
+    """Mirrors to try: ``mirror`` (or ``$DIGITLAB_MNIST_MIRROR``) first, then the public ones."""
     first = mirror or os.environ.get(MIRROR_ENV) or None
     mirrors = list(PUBLIC_MIRRORS)
     if first:
