@@ -1,0 +1,105 @@
+"""The model artifact: ``model.safetensors`` (weights) + ``model.json`` (everything else).
+
+Loading never unpickles anything: weights come from safetensors, the architecture is rebuilt
+from the registry by name, and the rest is plain JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from digitlab import __version__
+from digitlab.errors import DigitlabError
+from digitlab.fileio import atomic_write, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+FORMAT = "digitlab-model"
+WEIGHTS = "model.safetensors"
+META = "model.json"
+
+
+def save_artifact(out_dir: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write weights then metadata, each atomically; returns the path of ``model.json``."""
+    from safetensors.torch import save
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_write(out / WEIGHTS) as fh:
+        fh.write(save(state))
+    full = {"format": FORMAT, "format_version": 1, "digitlab_version": __version__, **meta}
+    write_text_atomic(out / META, json.dumps(full, indent=2) + "\n")
+    return out / META
+
+
+def resolve_artifact(path: str | os.PathLike) -> Path:
+    """The folder holding model.json for a run folder, a model folder or either file."""
+    p = Path(path)
+    if p.is_file() and p.name in (META, WEIGHTS):
+        p = p.parent
+    if not p.exists():
+        raise DigitlabError(f"{path}: no such model or run folder")
+    if not (p / META).is_file():
+        raise DigitlabError(f"{path}: no {META} here; pass a run folder or a model folder")
+    if not (p / WEIGHTS).is_file():
+        raise DigitlabError(f"{path}: {WEIGHTS} is missing beside {META}")
+    return p
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The artifact's metadata, validated enough to rebuild the model."""
+    folder = resolve_artifact(path)
+    try:
+        meta = json.loads((folder / META).read_text())
+    except ValueError as exc:
+        raise DigitlabError(f"{folder / META}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DigitlabError(f"{folder / META}: not a digitlab model file")
+    for key in ("architecture", "normalization"):
+        if key not in meta:
+            raise DigitlabError(f"{folder / META}: missing field {key!r}")
+    return meta
+
+
+def load_artifact(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from the registry and load its weights; returns (model in eval mode, meta)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from digitlab.models import create_model
+
+    folder = resolve_artifact(path)
+    meta = read_meta(folder)
+    model = create_model(meta["architecture"], **meta.get("model_kwargs", {}))
+    try:
+        state = load_file(str(folder / WEIGHTS), device=device)
+    except (SafetensorError, OSError) as exc:
+        raise DigitlabError(f"{folder / WEIGHTS}: unreadable weights ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise DigitlabError(
+            f"{folder / WEIGHTS}: weights do not fit {meta['architecture']}: {first}"
+        )
+    return model.to(device).eval(), meta
+
+
+def normalization_of(meta: dict) -> tuple[float, float]:
+    shift, scale = meta["normalization"]
+    return float(shift), float(scale)
+
+
+def normalize(x_u8: torch.Tensor, norm: tuple[float, float]) -> torch.Tensor:
+    """uint8 (N,28,28) or (N,1,28,28) -> float32 (N,1,28,28) as ``(x - shift) / scale``."""
+    shift, scale = norm
+    x = x_u8.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    return (x - shift) * (1.0 / scale)

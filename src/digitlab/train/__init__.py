@@ -1,0 +1,1 @@
+"""Training: the loop, learning-rate policies and checkpoints."""

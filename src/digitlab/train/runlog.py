@@ -1,0 +1,114 @@
+"""What a run writes while it trains: metrics.jsonl, train.log and a progress bar.
+
+``metrics.jsonl`` holds one JSON event per line — phase (train/val/test), iter, epoch, loss,
+accuracy, lr, elapsed seconds and, for training, samples/s — flushed as it goes so plots and
+reports can read a run that is still in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from digitlab.fileio import write_text_atomic
+
+METRICS = "metrics.jsonl"
+TEXT_LOG = "train.log"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All complete events of a run (a half-written last line of a live run is skipped)."""
+    path = Path(run_dir) / METRICS
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+class RunLog:
+    """Event file, text log and (on a terminal) a Rich progress bar for one run."""
+
+    def __init__(
+        self, run_dir: Path, total: int, progress: bool | None = None, echo: bool = True
+    ) -> None:
+        self.run_dir = run_dir
+        self.echo = echo
+        self.total = total
+        self._metrics = open(run_dir / METRICS, "a")  # noqa: SIM115
+        self._text = open(run_dir / TEXT_LOG, "a")  # noqa: SIM115
+        self._show = sys.stderr.isatty() if progress is None else progress
+        self._bar = None
+        self._task = None
+        self._last_val = ""
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop events a killed run wrote after its last checkpoint, so a resume repeats them."""
+        self._metrics.close()
+        kept = [e for e in read_metrics(self.run_dir) if e.get("iter", 0) <= iteration]
+        write_text_atomic(self.run_dir / METRICS, "".join(json.dumps(e) + "\n" for e in kept))
+        self._metrics = open(self.run_dir / METRICS, "a")  # noqa: SIM115
+
+    def text(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._text.write(f"{stamp} {message}\n")
+        self._text.flush()
+        if self._bar is not None:
+            self._bar.console.print(message)
+        elif self.echo:
+            print(message, file=sys.stderr)
+
+    def start(self, iteration: int) -> None:
+        if not self._show:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            "{task.fields[status]}",
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=self.total, completed=iteration, status="")
+
+    def event(self, **event: Any) -> None:
+        self._metrics.write(json.dumps(event) + "\n")
+        self._metrics.flush()
+        phase = event["phase"]
+        if phase == "val":
+            self._last_val = f"val loss {event['loss']:.4f} acc {event['accuracy']:.2%}"
+            self._text.write(
+                f"iter {event['iter']} val loss {event['loss']:.4f} "
+                f"accuracy {event['accuracy']:.4f}\n"
+            )
+            if self._bar is None and self._show is False and self.echo:
+                print(f"iter {event['iter']}/{self.total} {self._last_val}", file=sys.stderr)
+        elif phase == "train":
+            self._text.write(
+                f"iter {event['iter']} lr {event['lr']:.6g} loss {event['loss']:.4f} "
+                f"accuracy {event['accuracy']:.4f} {event['samples_per_s']:.0f} samples/s\n"
+            )
+            if self._bar is not None:
+                status = (
+                    f"loss {event['loss']:.4f} acc {event['accuracy']:.2%} lr {event['lr']:.3g} "
+                    f"{event['samples_per_s']:,.0f}/s {self._last_val}"
+                )
+                self._bar.update(self._task, completed=event["iter"], status=status)
+        self._text.flush()
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def close(self) -> None:
+        self.finish()
+        self._metrics.close()
+        self._text.close()
