@@ -127,9 +127,8 @@ def main() -> None:
     for name in TUTORIAL_RECIPES:
         if name not in done and (args.runs / name / "model.json").is_file():
             rows.append(row_of(name, args.runs / name))
-    rows.sort(
-        key=lambda r: TUTORIAL_RECIPES.index(r["recipe"]) if r["recipe"] in TUTORIAL_RECIPES else 99
-    )
+    order = {name: i for i, name in enumerate(TUTORIAL_RECIPES)}
+    rows.sort(key=lambda r: order.get(r["recipe"], len(order)))
     print(write_doc(rows, args.out))
 
 

@@ -68,7 +68,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_artifact(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model from the registry and load its weights; returns (model in eval mode, meta)."""
+    """Rebuild the model from the registry and load its weights: (model in eval mode, meta)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -85,9 +85,8 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Modu
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise DigitlabError(
-            f"{folder / WEIGHTS}: weights do not fit {meta['architecture']}: {first}"
-        )
+        arch = meta["architecture"]
+        raise DigitlabError(f"{folder / WEIGHTS}: weights do not fit {arch}: {first}") from None
     return model.to(device).eval(), meta
 
 

@@ -80,6 +80,284 @@ def data_info_cmd(mirror: str | None, cache_dir: str | None, as_json: bool) -> N
     console.print(f"cache: {info['cache_dir']}")
 
 
+# ---------------------------------------------------------------------------- data: export / show
+
+
+def _dataset_for(split: str, source: str | None):
+    """The split of the cached MNIST, or of any readable file/folder given as --source."""
+    if source:
+        from digitlab.data.formats import read_dataset
+
+        return read_dataset(source, split)
+    from digitlab.data.dataset import load_split
+
+    return load_split(split)
+
+
+@data.command("export")
+@click.option("--split", default="test", show_default=True, help="train, test, train50k or val.")
+@click.option("--out", type=click.Path(), help="Folder to write OUT/<split>/ and the lists into.")
+@click.option("--format", "fmt", default="png", show_default=True, help="png (lossless) or jpg.")
+@click.option("--workers", type=int, help="Processes to encode with [all cores].")
+@click.option("--source", help="Read the split from this file or folder instead of the cache.")
+def data_export(
+    split: str, out: str | None, fmt: str, workers: int | None, source: str | None
+) -> None:
+    """Write a split as OUT/<split>/000000_7.png … with Caffe (.txt) and MXNet (.lst) lists."""
+    from digitlab.data.export import export_split
+
+    if not out:
+        raise DigitlabError("--out is required: the folder to export into")
+    dataset = _dataset_for(split, source)
+    report = export_split(dataset, out, split, fmt=fmt, workers=workers)
+    click.echo(
+        f"wrote {report.count:,} images to {report.folder} ({report.images_per_s:,.0f} images/s)"
+    )
+    click.echo(f"lists: {report.caffe_list} (Caffe), {report.mxnet_list} (MXNet)")
+
+
+@data.command("show")
+@click.option("--split", default="train", show_default=True, help="train, test, train50k or val.")
+@click.option("--n", "n", default=25, show_default=True, type=int, help="How many digits.")
+@click.option("--out", default="grid.png", show_default=True, help="PNG file to write.")
+@click.option("--seed", type=int, help="Draw the digits at random with this seed [the first n].")
+@click.option("--source", help="Read the split from this file or folder instead of the cache.")
+def data_show(split: str, n: int, out: str, seed: int | None, source: str | None) -> None:
+    """Save a labelled grid of digits as a PNG."""
+    from digitlab.data.show import save_grid
+
+    path = save_grid(_dataset_for(split, source), out, n, seed)
+    click.echo(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------- data: augmentation
+
+
+@data.command("augment-preview")
+@click.argument("recipe")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option(
+    "--n",
+    "n",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Digits (rows), cycling through the classes.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe field, e.g. --set augment.rotation=20 (repeatable).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the augmentation draws.")
+def data_augment_preview(
+    recipe: str, out: str, n: int, overrides: tuple[str, ...], seed: int
+) -> None:
+    """Grid of training digits beside 7 versions augmented as RECIPE's [augment] says."""
+    from digitlab.augment import augment_preview_png, describe
+    from digitlab.data.dataset import load_split
+    from digitlab.fileio import write_bytes_atomic
+    from digitlab.recipes import load_recipe
+
+    cfg = load_recipe(recipe, overrides).augment
+    write_bytes_atomic(out, augment_preview_png(load_split("train"), cfg, n=n, seed=seed))
+    click.echo(f"augmentation: {describe(cfg)}")
+    click.echo(f"wrote {out}")
+
+
+@data.command("augment")
+@click.argument("recipe")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--copies",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Versions of every digit (the first is the original unless --no-originals).",
+)
+@click.option(
+    "--split", default="train50k", show_default=True, help="train, test, train50k or val."
+)
+@click.option(
+    "--originals/--no-originals",
+    default=True,
+    show_default=True,
+    help="Keep the untouched digits as the first copy.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe field, e.g. --set augment.rotation=20 (repeatable).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the augmentation draws.")
+@click.option("--format", "fmt", default="png", show_default=True, help="png or jpg.")
+def data_augment(
+    recipe: str,
+    out: str,
+    copies: int,
+    split: str,
+    originals: bool,
+    overrides: tuple[str, ...],
+    seed: int,
+    fmt: str,
+) -> None:
+    """Write an augmented SPLIT as OUT/train/000000_5.png … plus Caffe/MXNet list files."""
+    from digitlab.augment import augment_to_folder, describe
+    from digitlab.data.dataset import load_split
+    from digitlab.recipes import load_recipe
+
+    cfg = load_recipe(recipe, overrides).augment
+    dataset = load_split(split)
+    report = augment_to_folder(dataset, cfg, out, copies, seed, originals, fmt=fmt)
+    click.echo(f"augmentation: {describe(cfg)}")
+    click.echo(f"wrote {report.count:,} images ({len(dataset):,} x {copies}) to {report.folder}")
+    click.echo(f"lists: {report.caffe_list} (Caffe), {report.mxnet_list} (MXNet)")
+
+
+# ---------------------------------------------------------------------------- train / evaluate
+
+
+def _run_name(recipe: str) -> str:
+    import time
+    from pathlib import Path
+
+    return str(Path("runs") / f"{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+@cli.command("train")
+@click.argument("recipe", required=False)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe field, e.g. --set solver.lr=0.05 (repeatable).")
+@click.option("--epochs", type=float, help="Train this many epochs instead of the recipe's length.")
+@click.option("--iters", type=int, help="Train this many iterations instead of the recipe's length.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/<recipe>-<time>].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal].")
+def train_cmd(
+    recipe: str | None,
+    overrides: tuple[str, ...],
+    epochs: float | None,
+    iters: int | None,
+    out: str | None,
+    resume: bool,
+    device: str,
+    progress: bool | None,
+) -> None:
+    """Train a RECIPE (a name from recipes/ or a .toml path; default: `default`)."""
+    from pathlib import Path
+
+    from digitlab.recipes import load_recipe
+    from digitlab.train.loop import train
+
+    if epochs is not None and iters is not None:
+        raise click.UsageError("give --epochs or --iters, not both")
+    if resume and not out:
+        raise click.UsageError("--resume needs --out RUN_FOLDER")
+    if resume and recipe is None and (Path(out) / "recipe.toml").is_file():
+        recipe = str(Path(out) / "recipe.toml")
+    if epochs is not None:
+        overrides += (f"train.epochs={epochs}",)
+    if iters is not None:
+        overrides += (f"train.iters={iters}",)
+    spec = load_recipe(recipe or "default", overrides)
+    run_dir = out or _run_name(recipe or "default")
+    result = train(spec, run_dir, resume=resume, device=device, progress=progress)
+    m = result.metrics
+    click.echo(f"test accuracy {m['test_accuracy']:.2%} (loss {m['test_loss']:.4f}) "
+               f"after {result.iterations} iterations, {m['train_seconds']:.1f}s of training")
+    click.echo(f"model: {Path(run_dir) / 'model.safetensors'}")
+
+
+@cli.command("evaluate")
+@click.argument("model", metavar="RUN_OR_MODEL")
+@click.option("--split", default="test", show_default=True, help="train, test, train50k or val.")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--per-batch", is_flag=True, help="Print each batch's accuracy, as `caffe test` does.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_cmd(model: str, split: str, batch_size: int, per_batch: bool, as_json: bool) -> None:
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
+    from digitlab.evaluate import evaluate_artifact
+
+    r = evaluate_artifact(model, split, batch_size, per_batch)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    if per_batch:
+        for i, acc in enumerate(r["per_batch"]):
+            click.echo(f"batch {i}: accuracy = {acc:.4f}")
+    click.echo(f"{r['split']}: accuracy {r['accuracy']:.4%}  loss {r['loss']:.4f}  n {r['n']}")
+    click.echo("class  precision  recall  f1      support")
+    for c in r["per_class"]:
+        click.echo(f"{c['class']:>5}  {c['precision']:.4f}     {c['recall']:.4f}  "
+                   f"{c['f1']:.4f}  {c['support']}")
+    click.echo("confusion matrix (rows: true, columns: predicted)")
+    for c, row in enumerate(r["confusion_matrix"]):
+        click.echo(f"{c}: " + " ".join(f"{v:5d}" for v in row))
+
+
+@cli.command("predict")
+@click.argument("model", metavar="RUN_OR_MODEL")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input, in order.")
+def predict_cmd(model: str, paths: tuple[str, ...], as_json: bool) -> None:
+    """Predict the digit in each image (files, folders, list files, or - for stdin)."""
+    from digitlab.predict import Predictor, expand_inputs
+
+    predictor = Predictor(model)
+    failed = False
+    for r in predictor.predict_paths(expand_inputs(paths)):
+        failed |= "error" in r
+        if as_json:
+            click.echo(json.dumps(r))
+        elif "error" in r:
+            click.echo(f"{r['path']}: error: {r['error']}", err=True)
+        else:
+            click.echo(f"{r['path']} \u2192 {r['digit']} ({r['confidence']:.1%})")
+    if failed:
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@cli.command("models")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+def models_cmd(pattern: str, as_json: bool) -> None:
+    """The model zoo: names, parameter counts, input scaling and where each comes from."""
+    from digitlab.models import count_params, create_model, list_models
+
+    rows = [
+        {
+            "name": e.name,
+            "params": count_params(create_model(e.name)),
+            "normalization": {"shift": e.normalization.shift, "scale": e.normalization.scale},
+            "description": e.description,
+            "tutorial": e.tutorial,
+        }
+        for e in list_models(pattern)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="digitlab models")
+    table.add_column("name", no_wrap=True)
+    table.add_column("params", justify="right")
+    table.add_column("input")
+    table.add_column("description")
+    for r, e in zip(rows, list_models(pattern), strict=True):
+        table.add_row(r["name"], f"{r['params']:,}", str(e.normalization), r["description"])
+    Console().print(table)
+
+
 def main() -> None:
     """Entry point: user errors become one stderr line and exit code 2, never a traceback."""
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +139,7 @@ def verify_file(path: Path, spec: MnistFile) -> str:
                     header += chunk[: 16 - len(header)]
                 raw_md5.update(chunk)
                 raw_sha.update(chunk)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged deflate stream
         raise ValueError(f"not a complete gzip file ({exc})") from None
     gz_ok = spec.gz_md5 == gz_md5.hexdigest() or spec.gz_sha256 == gz_sha.hexdigest()
     raw_ok = spec.raw_md5 == raw_md5.hexdigest() or spec.raw_sha256 == raw_sha.hexdigest()
@@ -205,6 +207,8 @@ def _download(
                 last = ValueError(f"unreachable ({reason})")
         except (ConnectionError, OSError) as exc:
             last = ValueError(f"connection failed ({exc})")
+        except http.client.HTTPException as exc:  # a cut chunked body, a non-HTTP server
+            last = ValueError(f"bad HTTP response ({type(exc).__name__})")
         except ValueError as exc:
             last = exc
     assert last is not None
