@@ -22,9 +22,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+ifndef RUN_DIR
+RUN_DIR := runs/default-$(shell date +%Y%m%d-%H%M%S)
+endif
+
 run: setup
 	$(BIN)/digitlab data fetch
 	$(BIN)/digitlab data info
+	$(BIN)/digitlab train default --out $(RUN_DIR)
+	$(BIN)/digitlab evaluate $(RUN_DIR)
+	@echo "model:  $(RUN_DIR)/model.safetensors (+ model.json)"
 
 test: setup
 	$(BIN)/python -m pytest -q
