@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,tensorboard]'
 	touch $(STAMP)
 
 ifndef RUN_DIR
@@ -31,6 +31,8 @@ run: setup
 	$(BIN)/digitlab data info
 	$(BIN)/digitlab train default --out $(RUN_DIR)
 	$(BIN)/digitlab evaluate $(RUN_DIR)
+	$(BIN)/digitlab report $(RUN_DIR)
+	@echo "report: $(RUN_DIR)/report.html"
 	@echo "model:  $(RUN_DIR)/model.safetensors (+ model.json)"
 
 test: setup

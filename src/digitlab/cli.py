@@ -83,7 +83,7 @@ def data_info_cmd(mirror: str | None, cache_dir: str | None, as_json: bool) -> N
 # ---------------------------------------------------------------------------- data: export / show
 
 
-def _dataset_for(split: str, source: str | None):
+def _dataset_for(split: str | None, source: str | None, default: str):
     """The split of the cached MNIST, or of any readable file/folder given as --source."""
     if source:
         from digitlab.data.formats import read_dataset
@@ -91,25 +91,28 @@ def _dataset_for(split: str, source: str | None):
         return read_dataset(source, split)
     from digitlab.data.dataset import load_split
 
-    return load_split(split)
+    return load_split(split or default)
 
 
 @data.command("export")
-@click.option("--split", default="test", show_default=True, help="train, test, train50k or val.")
+@click.option("--split", help="train, test, train50k or val [test]; with --source, its split.")
 @click.option("--out", type=click.Path(), help="Folder to write OUT/<split>/ and the lists into.")
 @click.option("--format", "fmt", default="png", show_default=True, help="png (lossless) or jpg.")
 @click.option("--workers", type=int, help="Processes to encode with [all cores].")
 @click.option("--source", help="Read the split from this file or folder instead of the cache.")
 def data_export(
-    split: str, out: str | None, fmt: str, workers: int | None, source: str | None
+    split: str | None, out: str | None, fmt: str, workers: int | None, source: str | None
 ) -> None:
     """Write a split as OUT/<split>/000000_7.png … with Caffe (.txt) and MXNet (.lst) lists."""
+    from pathlib import Path
+
     from digitlab.data.export import export_split
 
     if not out:
         raise DigitlabError("--out is required: the folder to export into")
-    dataset = _dataset_for(split, source)
-    report = export_split(dataset, out, split, fmt=fmt, workers=workers)
+    dataset = _dataset_for(split, source, "test")
+    name = split or (Path(source).name.split(".")[0] if source else "test")
+    report = export_split(dataset, out, name, fmt=fmt, workers=workers)
     click.echo(
         f"wrote {report.count:,} images to {report.folder} ({report.images_per_s:,.0f} images/s)"
     )
@@ -117,16 +120,16 @@ def data_export(
 
 
 @data.command("show")
-@click.option("--split", default="train", show_default=True, help="train, test, train50k or val.")
+@click.option("--split", help="train, test, train50k or val [train]; with --source, its split.")
 @click.option("--n", "n", default=25, show_default=True, type=int, help="How many digits.")
 @click.option("--out", default="grid.png", show_default=True, help="PNG file to write.")
 @click.option("--seed", type=int, help="Draw the digits at random with this seed [the first n].")
 @click.option("--source", help="Read the split from this file or folder instead of the cache.")
-def data_show(split: str, n: int, out: str, seed: int | None, source: str | None) -> None:
+def data_show(split: str | None, n: int, out: str, seed: int | None, source: str | None) -> None:
     """Save a labelled grid of digits as a PNG."""
     from digitlab.data.show import save_grid
 
-    path = save_grid(_dataset_for(split, source), out, n, seed)
+    path = save_grid(_dataset_for(split, source, "train"), out, n, seed)
     click.echo(f"wrote {path}")
 
 
@@ -238,6 +241,8 @@ def _run_name(recipe: str) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal].")
+@click.option("--tensorboard", is_flag=True,
+              help="Also log to RUN/tensorboard/ (needs the tensorboard package).")
 def train_cmd(
     recipe: str | None,
     overrides: tuple[str, ...],
@@ -247,6 +252,7 @@ def train_cmd(
     resume: bool,
     device: str,
     progress: bool | None,
+    tensorboard: bool,
 ) -> None:
     """Train a RECIPE (a name from recipes/ or a .toml path; default: `default`)."""
     from pathlib import Path
@@ -266,7 +272,9 @@ def train_cmd(
         overrides += (f"train.iters={iters}",)
     spec = load_recipe(recipe or "default", overrides)
     run_dir = out or _run_name(recipe or "default")
-    result = train(spec, run_dir, resume=resume, device=device, progress=progress)
+    result = train(
+        spec, run_dir, resume=resume, device=device, progress=progress, tensorboard=tensorboard
+    )
     m = result.metrics
     click.echo(f"test accuracy {m['test_accuracy']:.2%} (loss {m['test_loss']:.4f}) "
                f"after {result.iterations} iterations, {m['train_seconds']:.1f}s of training")
@@ -329,33 +337,114 @@ def predict_cmd(model: str, paths: tuple[str, ...], as_json: bool) -> None:
 @click.argument("pattern", default="*")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
 def models_cmd(pattern: str, as_json: bool) -> None:
-    """The model zoo: names, parameter counts, input scaling and where each comes from."""
+    """The model zoo: names, parameters, FLOPs per image, input scaling and origin."""
     from digitlab.models import count_params, create_model, list_models
+    from digitlab.summary import format_count, summarize, totals
 
-    rows = [
-        {
-            "name": e.name,
-            "params": count_params(create_model(e.name)),
-            "normalization": {"shift": e.normalization.shift, "scale": e.normalization.scale},
-            "description": e.description,
-            "tutorial": e.tutorial,
-        }
-        for e in list_models(pattern)
-    ]
+    rows = []
+    for e in list_models(pattern):
+        model = create_model(e.name)
+        ops = totals(summarize(model))  # viz helper: MACs/FLOPs of one 28x28 image
+        rows.append(
+            {
+                "name": e.name,
+                "params": count_params(model),
+                "flops": ops["flops"],
+                "macs": ops["macs"],
+                "normalization": {"shift": e.normalization.shift, "scale": e.normalization.scale},
+                "description": e.description,
+                "tutorial": e.tutorial,
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="digitlab models")
+    table = Table(title="digitlab models", caption="FLOPs and MACs: one 28x28 image, forward")
     table.add_column("name", no_wrap=True)
     table.add_column("params", justify="right")
+    table.add_column("FLOPs", justify="right", no_wrap=True)
+    table.add_column("MACs", justify="right", no_wrap=True)
     table.add_column("input")
     table.add_column("description")
     for r, e in zip(rows, list_models(pattern), strict=True):
-        table.add_row(r["name"], f"{r['params']:,}", str(e.normalization), r["description"])
+        table.add_row(
+            r["name"],
+            f"{r['params']:,}",
+            format_count(r["flops"]),
+            format_count(r["macs"]),
+            str(e.normalization),
+            r["description"],
+        )
     Console().print(table)
+
+
+# ------------------------------------------------------------- viz: summary, plot, report
+
+
+@cli.command("summary")
+@click.argument("model", metavar="MODEL_OR_RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def summary_cmd(model: str, as_json: bool) -> None:
+    """Per-layer output shape, parameters, MACs and FLOPs of one 28x28 image, with totals.
+
+    FLOPs = 2 x MACs for conv/linear layers (bias adds not counted), plus 2 per element for
+    batch norm, 1 per element for activations and the kernel area per output for pooling.
+    """
+    from digitlab.summary import CONVENTION, summarize, totals
+
+    rows = summarize(model)
+    total = totals(rows)
+    if as_json:
+        out = {"model": model, "layers": [r.to_dict() for r in rows], **total}
+        click.echo(json.dumps({**out, "convention": CONVENTION}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model}: one 28x28 image", caption=CONVENTION, show_footer=True)
+    table.add_column("layer", footer="total", no_wrap=True)
+    table.add_column("type")
+    table.add_column("output shape", justify="right")
+    table.add_column("params", justify="right", footer=f"{total['params']:,}")
+    table.add_column("MACs", justify="right", footer=f"{total['macs']:,}")
+    table.add_column("FLOPs", justify="right", footer=f"{total['flops']:,}")
+    for r in rows:
+        shape = "\u00d7".join(map(str, r.output_shape))
+        table.add_row(r.name, r.type, shape, f"{r.params:,}", f"{r.macs:,}", f"{r.flops:,}")
+    Console().print(table)
+
+
+def _plot_kind_help() -> str:
+    from digitlab.viz.plots import KINDS  # light: no matplotlib import at module level
+
+    return ", ".join(KINDS)
+
+
+@cli.command("plot")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.option("--kind", required=True, metavar="KIND", help=f"One of: {_plot_kind_help()}.")
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG or SVG file [<kind>.png].")
+def plot_cmd(runs: tuple[str, ...], kind: str, out: str | None) -> None:
+    """Plot a training curve of one or more runs (overlaid, with a legend), as Caffe's
+    plot_training_log.py does. "test" means the validation events (Caffe's test net is the
+    validation net). Works on a run that is still training."""
+    from digitlab.viz.plots import plot_runs
+
+    click.echo(f"wrote {plot_runs(list(runs), kind, out)}")
+
+
+@cli.command("report")
+@click.argument("run", metavar="RUN")
+@click.option("--out", type=click.Path(dir_okay=False), help="HTML file [RUN/report.html].")
+def report_cmd(run: str, out: str | None) -> None:
+    """One self-contained HTML page about a run: recipe, curves, confusion matrix, per-class
+    scores, sample digits, confident mistakes, model summary, timings and data digests."""
+    from digitlab.viz.report import write_report
+
+    click.echo(f"wrote {write_report(run, out)}")
 
 
 def main() -> None:

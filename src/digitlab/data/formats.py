@@ -339,7 +339,13 @@ def _read_folder(folder: Path, split: str | None) -> Dataset:
         part = _read_idx_pair(wanted)
         return _pick(part, part, split, folder)
 
-    splits = [s for s in _EXPORT_SPLITS if (folder / s).is_dir()]
+    splits = sorted(
+        d.name
+        for d in folder.iterdir()
+        if d.is_dir()
+        and (d.name in _EXPORT_SPLITS or (folder / f"{d.name}.txt").is_file())
+        and not d.name.startswith(".")
+    )
     if splits:
         if split is None and len(splits) == 1:
             split = splits[0]

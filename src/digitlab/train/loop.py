@@ -137,11 +137,13 @@ def train(
     resume: bool = False,
     device: str = "auto",
     progress: bool | None = None,
+    tensorboard: bool = False,
 ) -> RunResult:
     """Train ``recipe`` into ``run_dir`` (or continue it with ``resume``); returns the result.
 
     The run folder gets recipe.toml, metrics.jsonl, train.log, checkpoints/ and the final
-    model artifact (the best validation model when the recipe selects one).
+    model artifact (the best validation model when the recipe selects one); with
+    ``tensorboard`` every event is mirrored into RUN/tensorboard/ as well.
     """
     import torch
     import torch.nn.functional as F
@@ -184,7 +186,7 @@ def train(
     ipe = math.ceil(n / bs)
     total = total_iterations(recipe, ipe)
     best = _Best(recipe.train.select_best, recipe.train.early_stop_patience)
-    log = RunLog(run_dir, total=total, progress=progress)
+    log = RunLog(run_dir, total=total, progress=progress, tensorboard=tensorboard)
 
     start, elapsed = 0, 0.0
     if ckpt_file is not None:

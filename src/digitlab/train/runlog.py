@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from digitlab.errors import DigitlabError
 from digitlab.fileio import write_text_atomic
 
 METRICS = "metrics.jsonl"
@@ -35,8 +36,14 @@ class RunLog:
     """Event file, text log and (on a terminal) a Rich progress bar for one run."""
 
     def __init__(
-        self, run_dir: Path, total: int, progress: bool | None = None, echo: bool = True
+        self,
+        run_dir: Path,
+        total: int,
+        progress: bool | None = None,
+        echo: bool = True,
+        tensorboard: bool = False,
     ) -> None:
+        self._tb = _tensorboard_writer(run_dir) if tensorboard else None  # fails before opening
         self.run_dir = run_dir
         self.echo = echo
         self.total = total
@@ -81,6 +88,8 @@ class RunLog:
     def event(self, **event: Any) -> None:
         self._metrics.write(json.dumps(event) + "\n")
         self._metrics.flush()
+        if self._tb is not None:
+            _mirror_to_tensorboard(self._tb, event)
         phase = event["phase"]
         if phase == "val":
             self._last_val = f"val loss {event['loss']:.4f} acc {event['accuracy']:.2%}"
@@ -110,5 +119,29 @@ class RunLog:
 
     def close(self) -> None:
         self.finish()
+        if self._tb is not None:
+            self._tb.close()
         self._metrics.close()
         self._text.close()
+
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    """A SummaryWriter into RUN/tensorboard/ (``tensorboard --logdir RUN`` shows it)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DigitlabError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from None
+    return SummaryWriter(str(run_dir / TENSORBOARD_DIR))
+
+
+def _mirror_to_tensorboard(writer: Any, event: dict[str, Any]) -> None:
+    """Each number of an event as a scalar ``phase/field`` at its iteration."""
+    for key in ("loss", "accuracy", "lr", "samples_per_s"):
+        if isinstance(event.get(key), int | float):
+            writer.add_scalar(f"{event['phase']}/{key}", event[key], event["iter"])
+    writer.flush()

@@ -1,0 +1,489 @@
+"""Any picture of a digit → the 28×28 image MNIST models expect.
+
+MNIST digits are white ink on black, the ink's bounding box scaled (aspect kept, anti-aliased)
+so its longest side is 20 px, then placed in 28×28 with the centre of mass at the centre. A
+photo, a scan or a browser-canvas export is none of that, so every input goes the same way:
+
+    load_image   bytes / path / file → PIL image (any format and mode, EXIF orientation, no bombs)
+    to_gray_ink  → float ink map, 1 = ink, 0 = background, polarity and uneven lighting removed
+    to_mnist     → 28×28 uint8: specks dropped, cropped, thickened if strokes would vanish,
+                   scaled to 20 px, centred by centre of mass
+
+The heavy work runs on a copy at most ``WORK_SIDE`` px long (JPEGs are decoded straight at a
+reduced size), so a 12-megapixel photo costs about as much as a 512 px one; a small digit in a
+big picture is then re-read from the full-resolution crop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage as ndi
+
+from digitlab.errors import DigitlabError
+
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
+
+WORK_SIDE = 512  # longest side the ink is located at; MNIST needs only 20 px of it
+REFINE_BELOW = 64  # a digit shorter than this at work scale is re-read at full resolution
+BOX_SIDE = 20  # MNIST: the ink's bounding box is scaled so its longest side is 20 px
+CENTRE = 14.0  # MNIST's centre of mass, in index coordinates (measured: 13.99, 14.00)
+MIN_STROKE = 1.3  # px at 28×28 (a 1-px line reads 1.27); only 0.7 % of MNIST is thinner
+TARGET_STROKE = 2.5  # thinner strokes are dilated to about MNIST's median width
+MIN_CONTRAST = 0.08  # ink fainter than this (fraction of full scale) is paper texture
+NOISE_SIGMAS = 4.0  # ink must stand this many noise standard deviations above the paper
+SAMPLE = 16384  # statistics (medians, Otsu) are taken on about this many pixels
+
+
+@dataclass
+class Prepared:
+    """A digit ready for a model, and where it came from.
+
+    ``box`` is (x, y, w, h) of the ink in the input's own pixels; ``ink_fraction`` is the share
+    of the input's area that is ink; ``empty`` is true when no ink was found (``image`` is then
+    all zero); ``thickened`` is true when thin strokes were dilated so they survive scaling.
+    """
+
+    image: np.ndarray
+    box: tuple[int, int, int, int]
+    ink_fraction: float
+    empty: bool
+    thickened: bool = False
+
+
+@dataclass
+class InkMap:
+    """Ink (float32, 1 = ink, 0 = background) at work scale; ``scale`` is input px per ink px."""
+
+    ink: np.ndarray
+    scale: float
+
+
+# --------------------------------------------------------------------------------- loading
+
+
+def load_image(
+    source: ImageSource, *, max_pixels: int = 50_000_000, max_side: int | None = None
+) -> Image.Image:
+    """Decode the first frame of any Pillow image, upright, refusing decompression bombs.
+
+    ``max_side`` lets a JPEG be decoded at 1/2, 1/4 or 1/8 size when only that many pixels are
+    needed; the factor is kept in ``image.info["digitlab_scale"]`` so boxes map back.
+    """
+    data, name = _read_source(source)
+    if not data:
+        raise DigitlabError(f"{name}: the file is empty; give a PNG, JPEG, BMP, GIF, TIFF or WebP")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns on odd but readable files (EXIF, palette)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise _bomb(name, max_pixels) from exc
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise DigitlabError(
+                f"{name}: not an image Pillow can read; give a PNG, JPEG, BMP, GIF, TIFF or WebP"
+            ) from exc
+        width, height = img.size
+        if width * height > max_pixels:
+            raise _bomb(name, max_pixels, img.size)
+        if width < 1 or height < 1:
+            raise DigitlabError(f"{name}: the image has no pixels ({width}x{height})")
+        if max_side and img.format == "JPEG" and max(width, height) > max_side:
+            f = max_side / 2 / max(width, height)  # libjpeg then picks a size in [side/2, side)
+            img.draft(img.mode, (math.ceil(width * f), math.ceil(height * f)))
+        try:
+            img.load()
+        except Image.DecompressionBombError as exc:
+            raise _bomb(name, max_pixels) from exc
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a damaged file
+            raise DigitlabError(
+                f"{name}: the {img.format or 'image'} file is damaged or truncated ({exc})"
+            ) from exc
+        scale = width / img.size[0]
+        with contextlib.suppress(Exception):  # a broken EXIF block only loses the orientation
+            img = ImageOps.exif_transpose(img)
+    img.info["digitlab_scale"] = scale
+    return img
+
+
+def _read_source(source: ImageSource) -> tuple[bytes, str]:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source), "image"
+    if isinstance(source, str | os.PathLike):
+        try:
+            with open(source, "rb") as fh:
+                return fh.read(), str(source)
+        except OSError as exc:
+            raise DigitlabError(f"{source}: cannot read the file ({exc.strerror})") from exc
+    if hasattr(source, "read"):
+        return source.read(), str(getattr(source, "name", "image"))
+    raise DigitlabError(f"cannot read an image from a {type(source).__name__}")
+
+
+def _bomb(name: str, max_pixels: int, size: tuple[int, int] | None = None) -> DigitlabError:
+    declared = f" declares {size[0]}x{size[1]} pixels and" if size else ""
+    return DigitlabError(
+        f"{name}{declared} is larger than the {max_pixels:,}-pixel limit "
+        "(a decompression bomb or a huge scan); resize it first"
+    )
+
+
+# ----------------------------------------------------------------------------- ink location
+
+
+def to_gray_ink(img: Image.Image | np.ndarray) -> np.ndarray:
+    """The ink of a picture at its own size: float32 (H, W) in [0, 1], 1 = ink, 0 = background.
+
+    Works for dark ink on light paper and light ink on dark alike, for coloured ink, for
+    strokes on a transparent canvas, and under uneven lighting; background pixels are exactly 0.
+    """
+    planes, alpha = _planes(_as_image(img))
+    return _ink_from_planes(planes, alpha)
+
+
+def ink_map(img: Image.Image | np.ndarray, max_side: int = WORK_SIDE) -> InkMap:
+    """The ink at a working size of at most ``max_side`` px, for locating and segmenting."""
+    if isinstance(img, np.ndarray) and np.issubdtype(img.dtype, np.floating):
+        return InkMap(np.clip(np.nan_to_num(img.astype(np.float32)), 0, 1), 1.0)
+    pil = _as_image(img)
+    scale = float(pil.info.get("digitlab_scale", 1.0))
+    factor = math.ceil(max(pil.size) / max_side)
+    planes, alpha = _planes(pil, factor)
+    return InkMap(_ink_from_planes(planes, alpha), scale * factor)
+
+
+def _as_image(img: Image.Image | np.ndarray) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype == np.uint8:
+        return Image.fromarray(arr, "RGB" if arr.shape[2] == 3 else "RGBA")
+    if arr.ndim != 2 or arr.size == 0:
+        raise DigitlabError(f"expected a 2-D grey or (H,W,3|4) colour image, got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.floating):
+        return Image.fromarray(arr.astype(np.float32), "F")
+    if arr.dtype == np.uint8:
+        return Image.fromarray(arr, "L")
+    return Image.fromarray(arr.astype(np.int32), "I")
+
+
+def _planes(img: Image.Image, reduce: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour planes (H, W, C) float32 in [0, 1] and alpha (H, W) or None, reduced by a factor."""
+    mode = img.mode
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode.startswith("I;16"):
+        img = img.convert("I")
+    elif mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        img = img.convert("RGBA" if "A" in mode or "a" in mode else "RGB")
+    if reduce > 1:
+        img = img.reduce((min(reduce, img.size[0]), min(reduce, img.size[1])))
+    arr = np.asarray(img, dtype=np.float32)
+    if img.mode in ("I", "F"):
+        peak = float(arr.max())
+        top = 1.0 if peak <= 1 else 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+        low = min(0.0, float(arr.min()))
+        return ((arr - low) / max(top - low, 1e-6))[..., None], None
+    arr = arr / 255.0
+    if arr.ndim == 2:
+        return arr[..., None], None
+    if img.mode in ("LA", "RGBA"):
+        return arr[..., :-1], arr[..., -1]
+    return arr, None
+
+
+def _ink_from_planes(planes: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    if alpha is not None:
+        if np.median(_border(alpha)) < 0.5:  # strokes on a transparent canvas: alpha is the ink
+            return _clean_alpha(alpha)
+        paper = np.median(_border(planes), axis=0)
+        planes = planes * alpha[..., None] + paper * (1 - alpha[..., None])
+    x = _ink_signal(planes)
+    if x is None:
+        return np.zeros(planes.shape[:2], np.float32)
+    return _separate_ink(x)
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    """The outer ring of pixels (2 % of the short side, at least 1 px), flattened to (N, ...)."""
+    b = max(1, round(0.02 * min(a.shape[:2])))
+    rows = np.concatenate([a[:b], a[-b:]], axis=0).reshape(-1, *a.shape[2:])
+    cols = np.concatenate([a[:, :b], a[:, -b:]], axis=1).reshape(-1, *a.shape[2:])
+    return np.concatenate([rows, cols], axis=0)
+
+
+def _clean_alpha(alpha: np.ndarray) -> np.ndarray:
+    peak = float(alpha.max())
+    if peak < MIN_CONTRAST:
+        return np.zeros_like(alpha)
+    return np.clip(alpha / peak, 0, 1).astype(np.float32)
+
+
+def _ink_signal(planes: np.ndarray) -> np.ndarray | None:
+    """Project every pixel onto the paper→ink colour direction: 0 = paper, > 0 = towards ink.
+
+    The paper colour is the border's median; the ink colour is the mean of the 0.5 % of pixels
+    farthest from it. This settles polarity (dark-on-light or light-on-dark) and makes yellow
+    or red ink as visible as black.
+    """
+    paper = np.median(_border(planes), axis=0)
+    diff = planes - paper
+    dist2 = np.einsum("hwc,hwc->hw", diff, diff)
+    sample = dist2.ravel()[:: max(1, dist2.size // SAMPLE)]
+    cut = np.partition(sample, int(0.995 * (sample.size - 1)))[int(0.995 * (sample.size - 1))]
+    far = dist2 >= cut
+    if cut <= 0:
+        far = dist2 > 0
+    if not far.any():
+        return None
+    direction = diff[far].mean(axis=0)
+    norm = float(np.linalg.norm(direction))
+    if norm < MIN_CONTRAST / 2:
+        return None
+    return diff @ (direction / norm)
+
+
+def _separate_ink(x: np.ndarray) -> np.ndarray:
+    """Flatten the lighting, find the ink, keep its grey levels and zero the paper.
+
+    The paper level is a heavy Gaussian of the non-ink pixels (normalised convolution on a
+    coarse grid), estimated twice so a first guess of the ink stops biasing it. The ink is
+    what stands above both Otsu's threshold and ``NOISE_SIGMAS`` noise deviations.
+    """
+    step = max(1, x.size // SAMPLE)  # statistics come from a strided sample of big images
+    border = _border(x)
+    if np.ptp(border) < MIN_CONTRAST:  # even, clean paper all round: nothing to flatten
+        flat, sigma = x, _mad_sigma(border)
+        threshold = max(_otsu(flat), NOISE_SIGMAS * sigma, MIN_CONTRAST / 2)
+        mask = flat > threshold
+    else:
+        mask = x > _otsu(x)
+        for _ in range(2):
+            flat = x - _paper_level(x, mask)
+            f, m = flat.ravel()[::step], mask.ravel()[::step]
+            sigma = _mad_sigma(f[~m] if (~m).any() else f)
+            threshold = max(_otsu(flat), NOISE_SIGMAS * sigma, MIN_CONTRAST / 2)
+            mask = flat > threshold
+    if not mask.any():
+        return np.zeros(x.shape, np.float32)
+    core = flat.ravel()[::step][mask.ravel()[::step]]
+    hi = float(np.percentile(core if core.size else flat[mask], 90))
+    if hi < max(MIN_CONTRAST, 1.5 * NOISE_SIGMAS * sigma):
+        return np.zeros(x.shape, np.float32)
+    lo = min(0.5 * threshold, 3.0 * sigma)
+    ink = np.clip((flat - lo) / max(hi - lo, 1e-6), 0, 1)
+    near = ndi.maximum_filter(mask.view(np.uint8), size=5) > 0
+    return (ink * near).astype(np.float32)
+
+
+def _mad_sigma(v: np.ndarray) -> float:
+    """The noise's standard deviation, robustly: 1.4826 × the median absolute deviation."""
+    return 1.4826 * float(np.median(np.abs(v - np.median(v))))
+
+
+def _paper_level(x: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    h, w = x.shape
+    k = max(1, math.ceil(max(h, w) / 48))
+    keep = (ndi.maximum_filter(ink.view(np.uint8), size=5) == 0).astype(np.float32)
+    num = _block_sum(x * keep, k)
+    den = _block_sum(keep, k)
+    sigma = max(1.0, max(num.shape) / 6)
+    num = ndi.gaussian_filter(num, sigma, mode="nearest")
+    den = ndi.gaussian_filter(den, sigma, mode="nearest")
+    coarse = num / np.maximum(den, 1e-12)
+    empty = den <= 1e-3 * k * k  # no paper anywhere near: use the paper's overall level
+    if empty.any():
+        step = max(1, x.size // SAMPLE)
+        paper = x.ravel()[::step][keep.ravel()[::step] > 0]
+        coarse[empty] = float(np.median(paper)) if paper.size else float(np.median(x))
+    if k == 1:
+        return coarse.astype(np.float32)
+    up = Image.fromarray(coarse.astype(np.float32), "F").resize(
+        (coarse.shape[1] * k, coarse.shape[0] * k), Image.Resampling.BILINEAR
+    )
+    return np.asarray(up)[:h, :w]
+
+
+def _block_sum(a: np.ndarray, k: int) -> np.ndarray:
+    if k == 1:
+        return a
+    h, w = a.shape
+    ph, pw = -h % k, -w % k
+    a = np.pad(a, ((0, ph), (0, pw)), mode="edge") if ph or pw else a
+    return a.reshape(a.shape[0] // k, k, a.shape[1] // k, k).sum(axis=(1, 3))
+
+
+def _otsu(x: np.ndarray) -> float:
+    """Otsu's threshold over a 256-bin histogram of ``x`` (a subsample of big arrays)."""
+    v = x.ravel()[:: max(1, x.size // SAMPLE)]
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < 1e-6:
+        return hi
+    bins = np.minimum(((v - lo) * (255.999 / (hi - lo))).astype(np.int64), 255)
+    hist = np.bincount(bins, minlength=256).astype(np.float64)
+    w0 = np.cumsum(hist)
+    m0 = np.cumsum(hist * np.arange(256))
+    total, mean = w0[-1], m0[-1]
+    w1 = total - w0
+    between = (mean * w0 - total * m0) ** 2 / np.maximum(w0 * w1, 1e-12)
+    return lo + (int(np.argmax(between[:-1])) + 1) * (hi - lo) / 256
+
+
+# ------------------------------------------------------------------------------- MNIST form
+
+
+def to_mnist(img: Image.Image | np.ndarray, *, thicken: bool = True) -> np.ndarray:
+    """The 28×28 uint8 MNIST-style image of the one digit in ``img`` (all zero when blank)."""
+    return prepare(img, thicken=thicken).image
+
+
+def prepare(img: Image.Image | np.ndarray, *, thicken: bool = True) -> Prepared:
+    """Like :func:`to_mnist` but also says where the ink was and whether there was any.
+
+    ``img`` is a PIL image, a grey/colour uint8 array (any polarity), or a float array taken
+    as an ink map already (1 = ink), e.g. from :func:`to_gray_ink`.
+    """
+    m = ink_map(img)
+    h, w = m.ink.shape
+    keep = main_ink(m.ink > 0.5)
+    if keep is None:
+        return Prepared(np.zeros((28, 28), np.uint8), (0, 0, 0, 0), 0.0, True)
+    ink = m.ink * (ndi.maximum_filter(keep.view(np.uint8), size=5) > 0)
+    y0, y1, x0, x1 = _bbox(ink > 0)
+    origin, scale = (0.0, 0.0), m.scale
+    reduced = m.scale > float(getattr(img, "info", {}).get("digitlab_scale", 1.0))
+    if isinstance(img, Image.Image) and reduced and max(y1 - y0, x1 - x0) < REFINE_BELOW:
+        ink, origin, scale = _refine(img, m, (y0, y1, x0, x1))
+        keep = main_ink(ink > 0.5)
+        if keep is None:
+            return Prepared(np.zeros((28, 28), np.uint8), (0, 0, 0, 0), 0.0, True)
+        ink = ink * (ndi.maximum_filter(keep.view(np.uint8), size=5) > 0)
+        y0, y1, x0, x1 = _bbox(ink > 0)
+    image, thickened = normalise_ink(ink[y0:y1, x0:x1], thicken=thicken)
+    box = (
+        int(origin[1] + x0 * scale),
+        int(origin[0] + y0 * scale),
+        max(1, round((x1 - x0) * scale)),
+        max(1, round((y1 - y0) * scale)),
+    )
+    fraction = float(keep.sum()) * (scale / m.scale) ** 2 / (h * w)
+    return Prepared(image, box, min(1.0, fraction), False, thickened)
+
+
+def _refine(
+    img: Image.Image, m: InkMap, bbox: tuple[int, int, int, int]
+) -> tuple[np.ndarray, tuple[float, float], float]:
+    """Re-read a small digit from the (possibly draft-decoded) full image around its box."""
+    y0, y1, x0, x1 = bbox
+    f = m.scale / float(img.info.get("digitlab_scale", 1.0))  # loaded px per work px
+    pad = 0.5 * max(y1 - y0, x1 - x0)
+    left, top = max(0, math.floor((x0 - pad) * f)), max(0, math.floor((y0 - pad) * f))
+    right = min(img.size[0], math.ceil((x1 + pad) * f))
+    bottom = min(img.size[1], math.ceil((y1 + pad) * f))
+    crop = img.crop((left, top, right, bottom))
+    crop.info = dict(img.info)
+    fine = ink_map(crop)
+    loaded = float(img.info.get("digitlab_scale", 1.0))
+    return fine.ink, (top * loaded, left * loaded), fine.scale
+
+
+def main_ink(mask: np.ndarray) -> np.ndarray | None:
+    """The mask of one digit's strokes: the largest component plus the pieces near it.
+
+    Broken strokes and the separate bar of a 4 or 5 are kept; specks (tiny components, or
+    small ones far from the digit) are dropped. None when there is no ink.
+    """
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return None
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    if areas.max() < 2 and mask.size > 4:
+        return None
+    order = np.argsort(-areas)
+    boxes = ndi.find_objects(labels)
+    main = boxes[order[0]]
+    y0, y1, x0, x1 = main[0].start, main[0].stop, main[1].start, main[1].stop
+    kept = [order[0] + 1]
+    for i in order[1:]:
+        a = areas[i]
+        if a < max(2, 0.01 * areas[order[0]]):
+            break
+        sl = boxes[i]
+        reach = 0.25 * max(y1 - y0, x1 - x0)
+        gap_y = max(0, sl[0].start - y1, y0 - sl[0].stop)
+        gap_x = max(0, sl[1].start - x1, x0 - sl[1].stop)
+        if a >= 0.25 * areas[order[0]] or max(gap_y, gap_x) <= reach:
+            kept.append(i + 1)
+            y0, y1 = min(y0, sl[0].start), max(y1, sl[0].stop)
+            x0, x1 = min(x0, sl[1].start), max(x1, sl[1].stop)
+    return np.isin(labels, kept) if len(kept) < n else mask.copy()
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def normalise_ink(ink: np.ndarray, *, thicken: bool = True) -> tuple[np.ndarray, bool]:
+    """An ink crop (1 = ink, tight box) → MNIST's 28×28 uint8, and whether it was thickened.
+
+    Longest side to 20 px (aspect kept; box filter when shrinking, bicubic when enlarging),
+    strokes that would end thinner than ``MIN_STROKE`` dilated first, then the centre of mass
+    moved to (14, 14) by a whole-pixel shift kept inside the frame, as MNIST was built.
+    """
+    thickened = False
+    if thicken:
+        s = BOX_SIDE / max(ink.shape)
+        width = stroke_width(ink > 0.5)
+        if width * s < MIN_STROKE:
+            r = round((TARGET_STROKE / s - width) / 2)
+            if r > 0:
+                ink = ndi.maximum_filter(np.pad(ink, r), size=2 * r + 1)
+                thickened = True
+    h, w = ink.shape
+    s = BOX_SIDE / max(h, w)
+    size = (max(1, min(BOX_SIDE, round(w * s))), max(1, min(BOX_SIDE, round(h * s))))
+    digit = ink
+    if size != (w, h):
+        shrink = s < 1
+        resample = Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC
+        digit = np.asarray(Image.fromarray(ink.astype(np.float32), "F").resize(size, resample))
+    peak = float(digit.max())
+    if peak <= 0:
+        return np.zeros((28, 28), np.uint8), thickened
+    digit = np.clip(digit / peak, 0, 1)
+    total = float(digit.sum())
+    cy = float((digit.sum(axis=1) * np.arange(digit.shape[0])).sum()) / total
+    cx = float((digit.sum(axis=0) * np.arange(digit.shape[1])).sum()) / total
+    top = min(max(round(CENTRE - cy), 0), 28 - digit.shape[0])
+    left = min(max(round(CENTRE - cx), 0), 28 - digit.shape[1])
+    out = np.zeros((28, 28), np.float32)
+    out[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return np.rint(out * 255).astype(np.uint8), thickened
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width in px: twice the area over the perimeter.
+
+    The perimeter is Cauchy–Crofton's estimate, π/4 times the count of pixel edges between
+    ink and background, which is unbiased for curves at any angle (a 1-px line reads 1.27).
+    """
+    area = int(mask.sum())
+    if area == 0:
+        return 0.0
+    edges = (
+        np.count_nonzero(mask[1:] != mask[:-1])
+        + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
+        + int(mask[0].sum() + mask[-1].sum() + mask[:, 0].sum() + mask[:, -1].sum())
+    )
+    return 2.0 * area / (math.pi / 4 * max(edges, 1))

@@ -1,0 +1,168 @@
+"""A written number → one MNIST-style 28×28 image per digit, left to right.
+
+Digits are the connected components of the ink, with three corrections for how people write:
+pieces stacked over each other (the two strokes of a 4 or 5, a broken stroke) are merged;
+a component much wider than a digit is tall (two digits that touch) is cut at the columns of
+least ink; specks are dropped. A narrow "1" stays a digit of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+from digitlab.preprocess import ink_map, normalise_ink
+
+SEGMENT_SIDE = 1024  # numbers are wide, so they are located at twice the single-digit size
+MERGE_OVERLAP = 0.5  # merge two pieces when they share this much of the narrower one's width
+SPECK_AREA = 0.1  # a piece below this share of the largest piece's area is a speck or a dot...
+SPECK_HEIGHT = 0.4  # ...unless it is at least this share of a digit's height (a short "1")
+FRAGMENT_HEIGHT = 0.5  # a piece shorter than this share of a digit's height is a fragment...
+FRAGMENT_GAP = 0.25  # ...joined to the nearest digit no farther than this × the digit height
+SPLIT_ASPECT = 1.15  # one component wider than this × the digit height is touching digits
+NECK = 0.5  # cut only through a column with at most this share of the mean column ink...
+SURE_SPLIT = 1.5  # ...unless the piece is so wide it cannot be one digit
+DIGIT_ASPECT = 0.75  # a typical digit's width / height, to guess how many digits touch
+
+
+@dataclass
+class Segment:
+    """One digit: ``box`` (x, y, w, h) in the input's pixels and its 28×28 uint8 ``image``."""
+
+    box: tuple[int, int, int, int]
+    image: np.ndarray
+
+
+def segment_digits(img: Image.Image | np.ndarray, *, thicken: bool = True) -> list[Segment]:
+    """Every digit in ``img``, left to right (an empty list when there is no ink)."""
+    m = ink_map(img, SEGMENT_SIDE)
+    labels, n = ndi.label(m.ink > 0.5, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return []
+    groups = _merge_stacked(_pieces(labels, n))
+    if not groups:
+        return []
+    height = float(np.median([g[3] - g[2] for g in groups]))
+    grown = np.where(labels > 0, labels, ndi.maximum_filter(labels, size=5)) * (m.ink > 0)
+    segments = []
+    for members, x0, x1, y0, y1 in groups:
+        mask = np.isin(grown[y0:y1, x0:x1], members)
+        ink = m.ink[y0:y1, x0:x1] * mask
+        cuts = _split_touching(ink, max(y1 - y0, height)) if len(members) == 1 else None
+        for c0, c1 in cuts or [(0, x1 - x0)]:
+            part = ink[:, c0:c1]
+            rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
+            if rows.size == 0:
+                continue
+            crop = part[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            image, _ = normalise_ink(crop, thicken=thicken)
+            left, top = x0 + c0 + cols[0], y0 + rows[0]
+            box = (
+                int(left * m.scale),
+                int(top * m.scale),
+                max(1, round(crop.shape[1] * m.scale)),
+                max(1, round(crop.shape[0] * m.scale)),
+            )
+            segments.append(Segment(box, image))
+    return sorted(segments, key=lambda s: s.box[0] + s.box[2] / 2)
+
+
+Group = tuple[list[int], int, int, int, int]  # labels, x0, x1, y0, y1 (ends exclusive)
+
+
+def _pieces(labels: np.ndarray, n: int) -> list[tuple[int, int, int, int, int, int]]:
+    """(label, area, x0, x1, y0, y1) of every component."""
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    return [
+        (i + 1, int(areas[i + 1]), sl[1].start, sl[1].stop, sl[0].start, sl[0].stop)
+        for i, sl in enumerate(ndi.find_objects(labels))
+    ]
+
+
+def _merge_stacked(pieces: list[tuple[int, int, int, int, int, int]]) -> list[Group]:
+    """Union pieces that overlap strongly in x, fold short fragments (a dot, half of a broken
+    8) into the nearest digit, and drop specks that belong to none."""
+    biggest = max(p[1] for p in pieces)
+    big = [p for p in pieces if p[1] >= SPECK_AREA * biggest]
+    height = float(np.median([p[5] - p[4] for p in big]))
+    groups: list[Group] = [([p[0]], p[2], p[3], p[4], p[5]) for p in big]
+    groups = _union_overlapping(groups)
+    tall = [g for g in groups if g[4] - g[3] >= FRAGMENT_HEIGHT * height]
+    for g in groups:
+        if g in tall or not tall:
+            continue
+        k = min(range(len(tall)), key=lambda i: _gap(tall[i], g))
+        if _gap(tall[k], g) <= FRAGMENT_GAP * height:
+            tall[k] = _union(tall[k], g)
+        else:
+            tall.append(g)
+    groups = _union_overlapping(tall or groups)
+    for label, area, x0, x1, y0, y1 in pieces:
+        if area >= SPECK_AREA * biggest:
+            continue
+        small: Group = ([label], x0, x1, y0, y1)
+        hosts = [k for k, g in enumerate(groups) if _overlap(g, small) >= MERGE_OVERLAP]
+        if hosts:
+            groups[hosts[0]] = _union(groups[hosts[0]], small)
+        elif y1 - y0 >= SPECK_HEIGHT * height:
+            groups.append(small)
+    return groups
+
+
+def _union_overlapping(groups: list[Group]) -> list[Group]:
+    groups = list(groups)
+    merged = True
+    while merged:
+        merged = False
+        for i, j in itertools.combinations(range(len(groups)), 2):
+            if _overlap(groups[i], groups[j]) >= MERGE_OVERLAP:
+                groups[i] = _union(groups[i], groups[j])
+                del groups[j]
+                merged = True
+                break
+    return groups
+
+
+def _gap(a: Group, b: Group) -> int:
+    """Horizontal distance between two pieces (negative when they overlap)."""
+    return max(a[1], b[1]) - min(a[2], b[2])
+
+
+def _overlap(a: Group, b: Group) -> float:
+    """Shared width over the narrower piece's width."""
+    shared = min(a[2], b[2]) - max(a[1], b[1])
+    return max(0, shared) / max(1, min(a[2] - a[1], b[2] - b[1]))
+
+
+def _union(a: Group, b: Group) -> Group:
+    return (a[0] + b[0], min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3]), max(a[4], b[4]))
+
+
+def _split_touching(ink: np.ndarray, height: float) -> list[tuple[int, int]]:
+    """Column ranges of the digits in one piece: cut a too-wide piece where it has least ink,
+    near where equal-width digits would meet."""
+    width = ink.shape[1]
+    if width <= SPLIT_ASPECT * height:
+        return [(0, width)]
+    count = max(2, round(width / (DIGIT_ASPECT * height)))
+    profile = ink.sum(axis=0)
+    profile = profile / max(float(profile.mean()), 1e-6)
+    step = width / count
+    margin = max(1, round(0.15 * height))  # no digit is narrower than a thin "1"
+    cuts = [0]
+    for j in range(1, count):
+        lo, hi = max(cuts[-1] + margin, round((j - 0.5) * step)), round((j + 0.5) * step)
+        hi = min(hi, width - margin)
+        if hi <= lo:
+            continue
+        cols = np.arange(lo, hi)
+        score = profile[lo:hi] + 0.5 * ((cols - j * step) / step) ** 2  # least ink, near centre
+        best = int(np.argmin(score))
+        if profile[lo + best] <= NECK or width >= SURE_SPLIT * height:
+            cuts.append(lo + best)
+    cuts.append(width)
+    return list(zip(cuts[:-1], cuts[1:], strict=True))

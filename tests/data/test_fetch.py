@@ -1,0 +1,205 @@
+"""The downloader against real failure modes, served by a local HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from digitlab.data.sources import MNIST_FILES, fetch_mnist
+from digitlab.errors import DigitlabError
+
+
+def _break_deflate(gz: bytes) -> bytes:
+    """The same file with its first deflate block marked as the reserved type 3, which every
+    inflater rejects ("invalid block type") instead of failing a checksum later."""
+    flags, pos = gz[3], 10
+    if flags & 4:  # FEXTRA
+        pos += 2 + int.from_bytes(gz[pos : pos + 2], "little")
+    for flag in (8, 16):  # FNAME, FCOMMENT: NUL-terminated
+        if flags & flag:
+            pos = gz.index(b"\0", pos) + 1
+    if flags & 2:  # FHCRC
+        pos += 2
+    return gz[:pos] + bytes([gz[pos] | 0b110]) + gz[pos + 1 :]
+
+
+class _MirrorHandler(http.server.BaseHTTPRequestHandler):
+    """GET /<mode>/<file>: serves the mirror folder, misbehaving as <mode> says."""
+
+    def do_GET(self) -> None:
+        mode, _, name = self.path.strip("/").partition("/")
+        self.server.requests.append(self.path)  # type: ignore[attr-defined]
+        file = Path(self.server.folder) / name  # type: ignore[attr-defined]
+        if mode == "missing" or not file.is_file():
+            self.send_error(404)
+            return
+        body = file.read_bytes()
+        if mode == "garbage":  # not HTTP at all
+            self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+            return
+        if mode == "chunked-cut":  # a chunk promises more than arrives
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            self.wfile.write(f"{len(body):x}\r\n".encode() + body[: len(body) // 2])
+            self.close_connection = True
+            return
+        declared = len(body)
+        if mode == "corrupt":
+            body = _break_deflate(body)
+        elif mode == "bitrot":  # inflates, but to the wrong bytes
+            body = body[:40] + bytes([body[40] ^ 0x01]) + body[41:]
+        elif mode == "short":  # Content-Length larger than the body
+            body = body[: len(body) // 2]
+        elif mode == "cut":  # a consistent response holding half a gzip
+            body = body[: len(body) // 2]
+            declared = len(body)
+        elif mode == "html":
+            body = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
+            declared = len(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(declared))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(mnist_mirror: str):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MirrorHandler)
+    httpd.folder = mnist_mirror
+    httpd.requests = []
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def url(server):
+    server.requests.clear()
+    return lambda mode: f"http://127.0.0.1:{server.server_address[1]}/{mode}/"
+
+
+@pytest.fixture
+def hanging_url():
+    """A socket that accepts connections (kernel backlog) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    sock.close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Requests to 127.0.0.1 must not go through a proxy set in the environment."""
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+
+
+def _fetch(cache: Path, *mirrors: str, retries: int = 0):
+    return fetch_mnist(cache, mirrors=list(mirrors), timeout=1, retries=retries)
+
+
+def _expected_digests() -> dict[str, str]:
+    return {spec.name: spec.raw_sha256 for spec in MNIST_FILES}
+
+
+def test_good_http_mirror_fills_the_cache_with_verified_files(tmp_path, url):
+    report = _fetch(tmp_path, url("good"))
+    assert report.digests == _expected_digests()
+    assert set(report.sources.values()) == {url("good")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [spec.name for spec in MNIST_FILES] + ["manifest.json"]
+    )
+
+
+@pytest.mark.parametrize(
+    "mode", ["corrupt", "bitrot", "short", "cut", "chunked-cut", "missing", "html", "garbage"]
+)
+def test_broken_mirror_falls_back_to_the_next(tmp_path, url, mode):
+    report = _fetch(tmp_path, url(mode), url("good"))
+    assert report.digests == _expected_digests()
+    assert set(report.sources.values()) == {url("good")}
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_hanging_mirror_times_out_quickly_and_falls_back(tmp_path, url, hanging_url):
+    start = time.monotonic()
+    report = _fetch(tmp_path, hanging_url, url("good"))
+    assert set(report.sources.values()) == {url("good")}
+    assert time.monotonic() - start < 4 * 1 + 6  # one 1 s timeout per file, plus transfer
+
+
+def test_all_mirrors_failing_names_each_and_leaves_nothing_in_the_cache(tmp_path, url, hanging_url):
+    cache = tmp_path / "cache"
+    mirrors = [url("html"), url("missing"), url("short"), hanging_url, str(tmp_path / "nowhere")]
+    with pytest.raises(DigitlabError) as err:
+        _fetch(cache, *mirrors)
+    message = str(err.value)
+    assert "train-images-idx3-ubyte.gz" in message
+    for mirror, why in zip(
+        mirrors, ["gzip", "HTTP 404", "truncated", "timed out", "no such file"], strict=True
+    ):
+        assert f"{mirror} (" in message
+        assert why in message
+    assert list(cache.iterdir()) == []
+
+
+def test_second_fetch_is_served_from_cache_without_network(tmp_path, url, server):
+    _fetch(tmp_path, url("good"))
+    server.requests.clear()
+    report = _fetch(tmp_path, "http://127.0.0.1:1/")
+    assert set(report.sources.values()) == {"cache"}
+    assert report.digests == _expected_digests()
+    assert server.requests == []
+
+
+def test_cache_refetches_a_file_changed_after_verification(tmp_path, url):
+    _fetch(tmp_path, url("good"))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"tampered")
+    report = _fetch(tmp_path, url("good"))
+    assert report.sources["t10k-labels-idx1-ubyte.gz"] == url("good")
+    assert report.sources["train-images-idx3-ubyte.gz"] == "cache"
+    assert report.digests == _expected_digests()
+
+
+def test_file_url_mirror_works(tmp_path, mnist_mirror):
+    mirror = Path(mnist_mirror).resolve().as_uri()
+    report = _fetch(tmp_path, mirror)
+    assert set(report.sources.values()) == {mirror}
+    assert report.digests == _expected_digests()
+
+
+def test_plain_path_mirror_works_after_a_folder_without_the_files(tmp_path, mnist_mirror):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    report = _fetch(tmp_path / "cache", str(empty), mnist_mirror)
+    assert set(report.sources.values()) == {mnist_mirror}
+    assert report.digests == _expected_digests()
+
+
+def test_cli_fetch_from_a_bad_mirror_exits_2_with_one_line(tmp_path, cli, monkeypatch):
+    # the public mirrors come after --mirror; a dead proxy makes them fail without network
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:1")
+    monkeypatch.delenv("no_proxy")
+    result = cli(
+        "data", "fetch", "--mirror", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path / "c")
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2
+    assert len(stderr.strip().splitlines()) == 1
+    assert "Traceback" not in stderr
+    assert "could not fetch" in stderr and str(tmp_path / "nowhere") in stderr
+    assert not list((tmp_path / "c").iterdir())
