@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte.gz),)
 export DIGITLAB_MNIST_MIRROR ?= $(SHARED_MNIST)
 endif
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean bundle
 
 setup: $(STAMP)
 
@@ -41,6 +41,16 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+# Regenerate the model shipped inside the package (src/digitlab/assets/model).
+BUNDLE_RUN := runs/bundled-$(shell date +%Y%m%d-%H%M%S)
+bundle: setup
+	$(BIN)/digitlab train bundled --out $(BUNDLE_RUN)
+	$(BIN)/digitlab calibrate $(BUNDLE_RUN)
+	$(BIN)/digitlab export $(BUNDLE_RUN) --format onnx
+	mkdir -p src/digitlab/assets/model
+	cp $(BUNDLE_RUN)/model.json $(BUNDLE_RUN)/model.safetensors $(BUNDLE_RUN)/model.onnx \
+	  src/digitlab/assets/model/
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

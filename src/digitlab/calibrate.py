@@ -8,7 +8,7 @@ observed accuracy in 15 equal-width confidence bins.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +32,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200
         return loss
 
     opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def expected_calibration_error(
@@ -49,3 +49,64 @@ def expected_calibration_error(
         if sel.any():
             ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
     return float(ece)
+
+
+def calibrate_artifact(
+    path: str, max_digit_rejection: float = 0.005, negatives: int | None = None
+) -> dict[str, Any]:
+    """Fit temperature and a rejection threshold on held-out data; store them in model.json.
+
+    The held-out data is the ``val`` split (the model must not have trained on it) plus, for a
+    model with a "not a digit" class, fresh synthetic non-digits. The threshold is the
+    operating point: the calibrated digit confidence below which at most
+    ``max_digit_rejection`` of held-out digits fall. Returns the ``rejection`` block.
+    """
+    import json
+
+    import torch
+
+    from digitlab.artifact import META, load_artifact, resolve_artifact
+    from digitlab.data.dataset import load_split
+    from digitlab.errors import DigitlabError
+    from digitlab.evaluate import batched_logits
+    from digitlab.fileio import write_text_atomic
+    from digitlab.models.registry import Normalization
+
+    folder = resolve_artifact(path)
+    model, meta = load_artifact(folder)
+    trained_on = meta.get("recipe", {}).get("data", {}).get("train_split", "train")
+    if trained_on != "train50k":
+        raise DigitlabError(
+            f"{path}: trained on {trained_on!r}, so no held-out split is left to calibrate on; "
+            "train on train50k (validating on val) to calibrate"
+        )
+    val = load_split("val")
+    extra_class = len(meta.get("classes", range(10))) == 11
+    if extra_class:
+        n_neg = negatives or max(1, int(meta["recipe"]["data"].get("negatives", 2000)) // 5)
+        val = val.with_negatives(n_neg, seed=2 * int(meta["recipe"].get("seed", 0)) + 2)
+    x, y = val.tensors()
+    logits = batched_logits(model, x, Normalization(*meta["normalization"]).apply)
+    t = fit_temperature(logits, y)
+    probs_before = torch.softmax(logits, 1).numpy()
+    probs_after = torch.softmax(logits / t, 1).numpy()
+    labels = y.numpy()
+    digit_score = probs_after[:, :10].max(1)
+    is_digit = labels < 10
+    threshold = float(np.quantile(digit_score[is_digit], max_digit_rejection))
+    block: dict[str, Any] = {
+        "method": "extra-class" if extra_class else "max-probability",
+        "temperature": round(t, 6),
+        "threshold": round(threshold, 6),
+        "fitted_on": val.name,
+        "ece_before": round(expected_calibration_error(probs_before, labels), 6),
+        "ece_after": round(expected_calibration_error(probs_after, labels), 6),
+        "val_digits_rejected": round(float((digit_score[is_digit] < threshold).mean()), 6),
+    }
+    if extra_class:
+        block["val_non_digits_rejected"] = round(
+            float((digit_score[~is_digit] < threshold).mean()), 6
+        )
+    meta["rejection"] = block
+    write_text_atomic(folder / META, json.dumps(meta, indent=2) + "\n")
+    return block

@@ -308,24 +308,68 @@ def evaluate_cmd(model: str, split: str, batch_size: int, per_batch: bool, as_js
         click.echo(f"{c}: " + " ".join(f"{v:5d}" for v in row))
 
 
-@cli.command("predict")
+@cli.command("calibrate")
 @click.argument("model", metavar="RUN_OR_MODEL")
-@click.argument("paths", nargs=-1, required=True)
+@click.option("--max-digit-rejection", default=0.005, show_default=True, type=click.FloatRange(0, 1),
+              help="Operating point: the share of held-out digits allowed to be rejected.")
+def calibrate_cmd(model: str, max_digit_rejection: float) -> None:
+    """Fit temperature scaling and the "not a digit" threshold on the val split."""
+    from digitlab.calibrate import calibrate_artifact
+
+    b = calibrate_artifact(model, max_digit_rejection)
+    click.echo(f"temperature {b['temperature']:.4f}; ECE {b['ece_before']:.4f} -> {b['ece_after']:.4f}")
+    line = f"threshold {b['threshold']:.4f}: rejects {b['val_digits_rejected']:.2%} of val digits"
+    if "val_non_digits_rejected" in b:
+        line += f" and {b['val_non_digits_rejected']:.2%} of held-out non-digits"
+    click.echo(line)
+
+
+@cli.command("predict")
+@click.argument("paths", nargs=-1, required=True, metavar="[RUN_OR_MODEL] PATH...")
+@click.option("--model", "model", help="Run or model folder [the bundled default model].")
+@click.option("--number", is_flag=True, help="Read a line of several digits, e.g. 2026.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input, in order.")
-def predict_cmd(model: str, paths: tuple[str, ...], as_json: bool) -> None:
-    """Predict the digit in each image (files, folders, list files, or - for stdin)."""
+@click.option("--show-input", type=click.Path(file_okay=False), help="Save each 28x28 input here.")
+@click.option("--no-preprocess", is_flag=True, help="Inputs are MNIST-style already (28x28).")
+def predict_cmd(
+    paths: tuple[str, ...],
+    model: str | None,
+    number: bool,
+    as_json: bool,
+    show_input: str | None,
+    no_preprocess: bool,
+) -> None:
+    """Predict the digit (or --number) in each image: files, folders, list files, - for stdin.
+
+    Any size, colour and polarity: photos, scans and canvas drawings are turned into MNIST's
+    form first. An input that is not a digit says so (is_digit false, digit null). The model
+    comes from --model, or from a first argument that is a run/model folder, or is the
+    bundled default.
+    """
+    from pathlib import Path
+
     from digitlab.predict import Predictor, expand_inputs
 
+    if model is None and len(paths) > 1 and (Path(paths[0]) / "model.json").is_file():
+        model, paths = paths[0], paths[1:]
     predictor = Predictor(model)
     failed = False
-    for r in predictor.predict_paths(expand_inputs(paths)):
+    results = predictor.predict_paths(
+        expand_inputs(paths), number=number, show_input=show_input, preprocess=not no_preprocess
+    )
+    for r in results:
         failed |= "error" in r
         if as_json:
             click.echo(json.dumps(r))
         elif "error" in r:
             click.echo(f"{r['path']}: error: {r['error']}", err=True)
-        else:
+        elif number:
+            digits = " ".join(f"{d['digit']}({d['confidence']:.0%})" for d in r["digits"])
+            click.echo(f"{r['path']} \u2192 {r['number'] or 'not a number'}  [{digits}]")
+        elif r["is_digit"]:
             click.echo(f"{r['path']} \u2192 {r['digit']} ({r['confidence']:.1%})")
+        else:
+            click.echo(f"{r['path']} \u2192 not a digit ({r['confidence']:.1%})")
     if failed:
         sys.exit(2)
 
@@ -445,6 +489,64 @@ def report_cmd(run: str, out: str | None) -> None:
     from digitlab.viz.report import write_report
 
     click.echo(f"wrote {write_report(run, out)}")
+
+
+# ---------------------------------------------------------------------------- export / serve
+
+
+@cli.command("export")
+@click.argument("model", metavar="RUN_OR_MODEL")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="File to write [model.onnx beside].")
+def export_cmd(model: str, fmt: str, out: str | None) -> None:
+    """Export a model to ONNX (normalisation included, input uint8 pixels N x 28 x 28), checked
+    against torch on MNIST test digits; `digitlab serve` runs it on ONNX Runtime."""
+    from digitlab.export import export_checked
+
+    r = export_checked(model, out)
+    click.echo(f"wrote {r.path} ({r.path.stat().st_size:,} bytes); max |logit difference| "
+               f"from torch on {r.checked:,} MNIST test digits: {r.max_abs_diff:.2g}")
+
+
+@cli.command("serve")
+@click.option("--model", help="Run or model folder [the bundled default model].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Processes, each with its own copy of the model.")
+@click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx",
+              show_default=True, help="onnx needs model.onnx (digitlab export); torch is slower.")
+@click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(0.001),
+              help="Largest request body; bigger ones get 413.")
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
+              help="Most images in one request to /v1/predict/batch.")
+@click.option("--timeout", "request_timeout", default=10.0, show_default=True,
+              type=click.FloatRange(0.1), help="Seconds a client may take to send its request.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve_cmd(
+    model: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    backend: str,
+    max_upload_mb: float,
+    max_batch: int,
+    request_timeout: float,
+    log_level: str,
+) -> None:
+    """Serve the prediction API and the drawing page (http://HOST:PORT/, API docs at /docs)."""
+    from digitlab.serve.app import Settings
+    from digitlab.serve.server import serve
+
+    settings = Settings(
+        model=model,
+        backend=backend,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_batch=max_batch,
+        request_timeout=request_timeout,
+    )
+    serve(settings, host=host, port=port, workers=workers, log_level=log_level)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def metrics_from_logits(
     pred = logits.argmax(1)
     n = int(labels.shape[0])
     loss = float(F.cross_entropy(logits, labels)) if n else float("nan")
-    cm = confusion_matrix(pred.numpy(), labels.numpy())
+    cm = confusion_matrix(pred.numpy(), labels.numpy(), max(10, int(logits.shape[1])))
     result: dict[str, Any] = {
         "n": n,
         "accuracy": float((pred == labels).float().mean()) if n else float("nan"),

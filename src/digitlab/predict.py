@@ -1,30 +1,39 @@
-"""The Predictor: a saved model plus preprocessing, used by the CLI, the API and the page.
+"""The Predictor: a saved model plus preprocessing and rejection, used by the CLI, API and page.
 
-Inputs are files, folders, list files or raw bytes; outputs follow one JSON contract:
-``{"path", "digit", "confidence", "probabilities", "is_digit"}``, or ``{"path", "error"}``
-for an input that cannot be read (the others still succeed).
+Every input goes the same way: decode (any format), :func:`digitlab.preprocess.prepare` to an
+MNIST-like 28x28, a backend (torch, or ONNX Runtime in the server) for logits, temperature-
+scaled probabilities, and a verdict on whether the input is a digit at all. Outputs follow
+one JSON contract (see :meth:`Predictor.predict_image`).
+
+This module imports neither torch nor onnxruntime at load time: the backend does, when built.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from digitlab.errors import DigitlabError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "model"
+DEFAULT_REJECTION = {"method": "max-probability", "temperature": 1.0, "threshold": 0.5}
+
+
+# ----------------------------------------------------------------------------- inputs
 
 
 def expand_inputs(paths: Iterable[str]) -> list[str]:
     """Files as given; folders become their image files (sorted); list files their entries.
 
-    ``-`` stands for one image on stdin. A path that does not exist is kept, so that it
-    gets its own error entry in input order.
+    ``-`` stands for one image on stdin. A path that does not exist is kept, so that it gets
+    its own error entry in input order.
     """
     out: list[str] = []
     for p in paths:
@@ -53,11 +62,12 @@ def _list_file_entries(path: Path) -> list[Path]:
     return entries
 
 
-def read_input(path: str, stdin: io.BufferedReader | None = None) -> bytes:
+def read_input(path: str) -> bytes:
+    """The bytes of one input (``-`` is stdin); a DigitlabError says why it cannot be read."""
     if path == "-":
         import sys
 
-        return (stdin or sys.stdin.buffer).read()
+        return sys.stdin.buffer.read()
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -69,64 +79,230 @@ def read_input(path: str, stdin: io.BufferedReader | None = None) -> bytes:
 
 
 def mnist_like(data: bytes) -> np.ndarray:
-    """An MNIST-style image file (28x28, light ink on dark) as uint8 (28, 28)."""
-    from PIL import Image, UnidentifiedImageError
+    """An image that is already MNIST-style (light ink on dark, centred) as uint8 (28, 28).
 
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            gray = img.convert("L")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DigitlabError(f"not a readable image ({exc})") from None
+    For exported MNIST digits, where re-centring would only blur the comparison with
+    ``digitlab evaluate``; anything not 28x28 is resized.
+    """
+    from PIL import Image
+
+    from digitlab.preprocess import load_image
+
+    gray = load_image(data).convert("L")
     if gray.size != (28, 28):
         gray = gray.resize((28, 28), Image.Resampling.LANCZOS)
     return np.asarray(gray, dtype=np.uint8)
 
 
-class Predictor:
-    """A loaded model that turns images into the prediction contract."""
+def png_base64(image28: np.ndarray) -> str:
+    """A small PNG of a 28x28 uint8 image, base64-encoded (what the model saw)."""
+    from PIL import Image
 
-    def __init__(self, model_path: str | os.PathLike, device: str = "cpu") -> None:
+    buf = io.BytesIO()
+    Image.fromarray(image28).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+class Backend(Protocol):
+    """Turns uint8 images (N,28,28) into logits (N,C) as float32 numpy."""
+
+    def logits(self, images_u8: np.ndarray) -> np.ndarray: ...
+
+
+class TorchBackend:
+    """The safetensors model in PyTorch, normalised as its model.json says."""
+
+    def __init__(self, folder: str | os.PathLike, device: str = "cpu") -> None:
         from digitlab.artifact import load_artifact
         from digitlab.models.registry import Normalization
 
-        self.model, self.meta = load_artifact(model_path, device)
+        self.model, self.meta = load_artifact(folder, device)
         self.norm = Normalization(*self.meta["normalization"])
         self.device = device
 
-    def probabilities(self, images_u8: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Softmax probabilities (N,10) for uint8 images (N,28,28)."""
+    def logits(self, images_u8: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         import torch
 
         from digitlab.evaluate import batched_logits
 
         x = torch.from_numpy(np.ascontiguousarray(images_u8)).to(self.device)
-        logits = batched_logits(self.model, x, self.norm.apply, batch_size)
-        return torch.softmax(logits, 1).cpu().numpy()
+        return batched_logits(self.model, x, self.norm.apply, batch_size).cpu().numpy()
 
-    def predict_paths(self, paths: list[str], batch_size: int = 256) -> Iterator[dict[str, Any]]:
-        """One result per input, in input order; unreadable inputs give an ``error`` entry."""
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            images, ok, results = [], [], []
+
+def load_backend(folder: str | os.PathLike, backend: str = "torch") -> Backend:
+    if backend == "torch":
+        return TorchBackend(folder)
+    if backend == "onnx":
+        from digitlab.export import OnnxBackend
+
+        return OnnxBackend(folder)
+    raise DigitlabError(f"unknown backend {backend!r}; use torch or onnx")
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """A model folder: the given run/model folder, or the model bundled with digitlab."""
+    from digitlab.artifact import resolve_artifact
+
+    if model is None:
+        if not (BUNDLED_MODEL / "model.json").is_file():
+            raise DigitlabError(
+                "no bundled model in this installation; pass --model RUN_OR_MODEL "
+                "(make one with `python benchmarks/bundle_model.py`)"
+            )
+        return BUNDLED_MODEL
+    return resolve_artifact(model)
+
+
+# ----------------------------------------------------------------------------- predictor
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """A loaded model that turns images into the prediction contract.
+
+    ``model`` is a run or model folder, or None for the bundled default model. The model's
+    ``model.json`` may carry a ``rejection`` block (temperature, threshold, method); models
+    trained with an eleventh "not a digit" class use it for rejection.
+    """
+
+    def __init__(
+        self, model: str | os.PathLike | None = None, backend: str = "torch"
+    ) -> None:
+        from digitlab.artifact import read_meta
+
+        self.folder = resolve_model(model)
+        self.meta = read_meta(self.folder)
+        self.backend = load_backend(self.folder, backend)
+        self.rejection = {**DEFAULT_REJECTION, **self.meta.get("rejection", {})}
+
+    # -- arrays -----------------------------------------------------------------------------
+
+    def probabilities(self, images_u8: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (N,C) for MNIST-like uint8 images (N,28,28)."""
+        if len(images_u8) == 0:
+            return np.zeros((0, len(self.meta.get("classes", range(10)))), np.float32)
+        z = self.backend.logits(np.ascontiguousarray(images_u8, dtype=np.uint8))
+        return softmax(z / float(self.rejection["temperature"]))
+
+    def verdicts(self, images_u8: np.ndarray, empty: np.ndarray | None = None) -> list[dict]:
+        """``digit``, ``confidence``, ``probabilities`` (10) and ``is_digit`` per image."""
+        probs = self.probabilities(images_u8)
+        digit_probs = probs[:, :10]
+        best = digit_probs.argmax(1)
+        conf = digit_probs.max(1)
+        accept = conf >= float(self.rejection["threshold"])
+        if empty is not None:
+            accept &= ~empty
+        return [
+            {
+                "digit": int(best[i]) if accept[i] else None,
+                "confidence": round(float(conf[i]), 6),
+                "probabilities": [round(float(p), 6) for p in digit_probs[i]],
+                "is_digit": bool(accept[i]),
+            }
+            for i in range(len(probs))
+        ]
+
+    # -- images -----------------------------------------------------------------------------
+
+    def predict_image(
+        self, data: bytes, *, number: bool = False, explain: bool = False
+    ) -> dict[str, Any]:
+        """One image (encoded bytes) to the contract; DigitlabError if it cannot be decoded.
+
+        Single digit: ``{"digit", "confidence", "probabilities", "is_digit"}`` (+ ``input``,
+        the base64 PNG of the 28x28 the model saw, with ``explain``).
+        Number: ``{"number", "digits": [{"digit", "confidence", "box"}...]}``.
+        """
+        from digitlab.preprocess import load_image, prepare
+
+        img = load_image(data)
+        if number:
+            return self._predict_number(img, explain)
+        p = prepare(img)
+        result = self.verdicts(p.image[None], np.array([p.empty]))[0]
+        if explain:
+            result["input"] = png_base64(p.image)
+        return result
+
+    def _predict_number(self, img: Any, explain: bool) -> dict[str, Any]:
+        from digitlab.segment import segment_digits
+
+        segments = segment_digits(img)
+        if not segments:
+            return {"number": None, "digits": []}
+        verdicts = self.verdicts(np.stack([s.image for s in segments]))
+        digits = []
+        for seg, v in zip(segments, verdicts, strict=True):
+            entry = {"digit": v["digit"], "confidence": v["confidence"], "box": list(seg.box)}
+            if explain:
+                entry["input"] = png_base64(seg.image)
+            digits.append(entry)
+        readable = all(d["digit"] is not None for d in digits)
+        number = "".join(str(d["digit"]) for d in digits) if readable else None
+        return {"number": number, "digits": digits}
+
+    def predict_paths(
+        self,
+        paths: list[str],
+        *,
+        number: bool = False,
+        show_input: str | None = None,
+        preprocess: bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        """One result per input, in input order; unreadable inputs give ``{"path", "error"}``.
+
+        Single digits are classified in batches; ``show_input`` saves each 28x28 the model saw;
+        ``preprocess=False`` takes images as MNIST-style already.
+        """
+        from digitlab.preprocess import load_image, prepare
+
+        batch = 256
+        for start in range(0, len(paths), batch):
+            chunk = paths[start : start + batch]
+            results: list[dict[str, Any]] = []
+            images, empties, slots = [], [], []
             for p in chunk:
                 try:
-                    images.append(mnist_like(read_input(p)))
-                    ok.append(len(results))
-                    results.append({"path": p})
+                    data = read_input(p)
+                    if number:
+                        results.append({"path": p, **self.predict_image(data, number=True)})
+                        continue
+                    if preprocess:
+                        prep = prepare(load_image(data))
+                        image, empty = prep.image, prep.empty
+                    else:
+                        image, empty = mnist_like(data), False
                 except DigitlabError as exc:
                     results.append({"path": p, "error": str(exc)})
+                    continue
+                slots.append(len(results))
+                results.append({"path": p})
+                images.append(image)
+                empties.append(empty)
+                if show_input:
+                    _save_input(show_input, p, start + len(results) - 1, image)
             if images:
-                probs = self.probabilities(np.stack(images))
-                for row, i in zip(probs, ok, strict=True):
-                    results[i].update(self._verdict(row))
+                verdicts = self.verdicts(np.stack(images), np.array(empties))
+                for slot, v in zip(slots, verdicts, strict=True):
+                    results[slot].update(v)
             yield from results
 
-    @staticmethod
-    def _verdict(probs: np.ndarray) -> dict[str, Any]:
-        digit = int(probs.argmax())
-        return {
-            "digit": digit,
-            "confidence": float(probs[digit]),
-            "probabilities": [round(float(p), 6) for p in probs],
-        }
+
+def _save_input(folder: str, path: str, index: int, image28: np.ndarray) -> None:
+    from PIL import Image
+
+    from digitlab.fileio import atomic_write
+
+    stem = "stdin" if path == "-" else Path(path).stem
+    out = Path(folder) / f"{index:06d}_{stem}.png"
+    with atomic_write(out) as fh:
+        Image.fromarray(image28).save(fh, format="PNG")

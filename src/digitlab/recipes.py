@@ -78,6 +78,9 @@ class DataSection(_Section):
     )
     batch_size: int = Field(gt=0)
     eval_batch_size: int = Field(1000, gt=0)
+    negatives: int = Field(
+        0, ge=0, description="synthetic non-digits added as an 11th class (val gets a fifth more)"
+    )
 
     @model_validator(mode="after")
     def _disjoint(self) -> DataSection:

@@ -156,14 +156,14 @@ def test_artifact_round_trip_and_evaluate_agrees_with_predict(tmp_path, cli, mni
     images, labels = mnist["test"].images[:200], mnist["test"].labels[:200]
     for i, img in enumerate(images):
         Image.fromarray(img).save(folder / f"{i:06d}_{labels[i]}.png")
-    pr = cli("predict", str(run), str(folder), "--json")
+    pr = cli("predict", str(run), str(folder), "--json", "--no-preprocess")
     assert pr.returncode == 0, pr.stderr.decode()
     preds = [json.loads(line) for line in pr.stdout.decode().splitlines()]
     assert [Path(p["path"]).name for p in preds] == [f"{i:06d}_{labels[i]}.png" for i in range(200)]
     from digitlab.predict import Predictor
 
     direct = Predictor(run).probabilities(images).argmax(1)
-    assert [p["digit"] for p in preds] == direct.tolist()
+    assert [int(np.argmax(p["probabilities"])) for p in preds] == direct.tolist()
 
 
 @pytest.mark.parametrize("field", ["solver.lr=-1", "solver.bogus=1", "model.name=nonexistent"])

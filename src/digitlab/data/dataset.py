@@ -35,6 +35,7 @@ class Dataset:
     labels: np.ndarray
     name: str = "dataset"
     digests: dict[str, str] = field(default_factory=dict)
+    num_classes: int = 10  # 11 when synthetic "not a digit" images are mixed in
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 3:
@@ -45,14 +46,32 @@ class Dataset:
             raise DigitlabError(
                 f"{self.name}: {self.images.shape[0]} images but {self.labels.shape[0]} labels"
             )
-        if self.labels.size and (self.labels.min() < 0 or self.labels.max() > 9):
-            raise DigitlabError(f"{self.name}: labels must lie in 0-9")
+        if self.labels.size and (
+            self.labels.min() < 0 or self.labels.max() >= self.num_classes
+        ):
+            raise DigitlabError(f"{self.name}: labels must lie in 0-{self.num_classes - 1}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, index: slice | np.ndarray, name: str | None = None) -> Dataset:
-        return Dataset(self.images[index], self.labels[index], name or self.name, self.digests)
+        return Dataset(
+            self.images[index], self.labels[index], name or self.name, self.digests,
+            self.num_classes,
+        )  # fmt: skip
+
+    def with_negatives(self, n: int, seed: int) -> Dataset:
+        """This set plus ``n`` synthetic non-digits labelled 10 (see digitlab.negatives)."""
+        from digitlab.negatives import negative_images
+
+        neg = negative_images(n, seed)
+        return Dataset(
+            np.concatenate([self.images, neg]),
+            np.concatenate([self.labels, np.full(n, 10, np.int64)]),
+            f"{self.name}+{n} non-digits",
+            self.digests,
+            11,
+        )
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-copy torch views of the arrays."""

@@ -69,6 +69,10 @@ def training_splits(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, 
         train = train.subset(slice(0, len(train) - n_val), train.name)
     elif recipe.data.val_split:
         val = split_of(mnist, recipe.data.val_split)
+    if recipe.data.negatives:
+        train = train.with_negatives(recipe.data.negatives, seed=2 * recipe.seed + 1)
+        if val is not None:
+            val = val.with_negatives(max(1, recipe.data.negatives // 5), seed=2 * recipe.seed + 2)
     return train, val, digests
 
 
@@ -174,6 +178,14 @@ def train(
         else entry.normalization
     )
     model = create_model(recipe.model.name, **recipe.model.options).to(dev)
+    classes = train_ds.num_classes
+    with torch.no_grad():  # eval mode: the probe must not touch BN statistics or the RNG
+        outputs = model.eval()(torch.zeros(1, 1, 28, 28, device=dev)).shape[-1]
+    if outputs != classes:
+        raise DigitlabError(
+            f"recipe {recipe.name}: model {recipe.model.name} has {outputs} outputs but the data "
+            f"has {classes} classes (set model.options.num_classes = {classes})"
+        )
     optimizer = build_optimizer(recipe, model)
     augment = None
     if recipe.augment.enabled:
@@ -332,7 +344,7 @@ def train(
         "architecture": recipe.model.name,
         "model_kwargs": dict(recipe.model.options),
         "normalization": [norm.shift, norm.scale],
-        "classes": list(range(10)),
+        "classes": list(range(10)) + (["not-a-digit"] if classes == 11 else []),
         "recipe": recipe.model_dump(mode="json"),
         "metrics": metrics,
         "data_digests": digests,

@@ -1,0 +1,159 @@
+"""`digitlab predict` with the bundled model on real files: the JSON contract, numbers,
+rejection of non-digits, per-file errors, folders and stdin."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitlab import synth
+from digitlab.predict import BUNDLED_MODEL, Predictor
+
+pytestmark = pytest.mark.skipif(
+    not (BUNDLED_MODEL / "model.json").is_file(), reason="bundled model not built"
+)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor()
+
+
+def paper_png(digit28: np.ndarray, size: int = 200, offset=(0, 0)) -> bytes:
+    """A test digit drawn dark-on-white, larger, off-centre: what a user uploads."""
+    big = Image.fromarray(255 - digit28).resize((size // 2, size // 2), Image.Resampling.BICUBIC)
+    page = Image.new("L", (size, size), 255)
+    page.paste(big, (size // 4 + offset[0], size // 4 + offset[1]))
+    buf = io.BytesIO()
+    page.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_bundled_model_is_small_and_documents_its_metrics():
+    size = sum(p.stat().st_size for p in BUNDLED_MODEL.iterdir() if p.suffix == ".safetensors")
+    assert size < 2_000_000
+    meta = json.loads((BUNDLED_MODEL / "model.json").read_text())
+    assert meta["metrics"]["test_accuracy"] >= 0.99
+    assert {"temperature", "threshold", "ece_before", "ece_after"} <= set(meta["rejection"])
+
+
+def test_json_contract_in_input_order_with_per_file_errors(tmp_path, cli, mnist):
+    test = mnist["test"]
+    files = []
+    for i in range(3):
+        p = tmp_path / f"d{i}.png"
+        p.write_bytes(paper_png(test.images[i], offset=(20 * i - 20, 10)))
+        files.append(p)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is not a picture")
+    r = cli("predict", "--json", str(files[0]), str(bad), str(files[1]), str(tmp_path / "nope.png"),
+            str(files[2]))  # fmt: skip
+    assert r.returncode == 2  # some inputs failed
+    out = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert [o["path"] for o in out] == [str(files[0]), str(bad), str(files[1]),
+                                        str(tmp_path / "nope.png"), str(files[2])]  # fmt: skip
+    assert "error" in out[1] and "error" in out[3]
+    for o, label in zip([out[0], out[2], out[4]], test.labels[:3], strict=True):
+        assert set(o) == {"path", "digit", "confidence", "probabilities", "is_digit"}
+        assert o["digit"] == label and o["is_digit"] is True
+        assert len(o["probabilities"]) == 10 and 0 <= o["confidence"] <= 1
+
+
+def test_folders_stdin_and_show_input(tmp_path, cli, mnist):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.png").write_bytes(paper_png(mnist["test"].images[i]))
+    shown = tmp_path / "seen"
+    r = cli("predict", str(folder), "--json", "--show-input", str(shown))
+    assert r.returncode == 0, r.stderr.decode()
+    assert len(r.stdout.decode().splitlines()) == 4
+    seen = sorted(shown.glob("*.png"))
+    assert len(seen) == 4 and Image.open(seen[0]).size == (28, 28)
+    r = cli("predict", "-", "--json", input=paper_png(mnist["test"].images[0]))
+    assert json.loads(r.stdout)["digit"] == mnist["test"].labels[0]
+
+
+def test_blank_noise_and_letters_are_not_digits(predictor):
+    for data, kind in synth.non_digits(30, seed=5):
+        r = predictor.predict_image(data)
+        if kind.startswith("blank"):
+            assert r["is_digit"] is False and r["digit"] is None, kind
+    blank = io.BytesIO()
+    Image.new("RGBA", (300, 300), (0, 0, 0, 0)).save(blank, format="PNG")
+    r = predictor.predict_image(blank.getvalue())
+    assert r == {**r, "digit": None, "is_digit": False}
+
+
+def test_number_mode_reads_a_composed_number(predictor, mnist):
+    data, text, _ = synth.realistic_numbers(
+        mnist["test"].images, mnist["test"].labels, 1, seed=3, min_len=4, max_len=4
+    )[0]
+    r = predictor.predict_image(data, number=True)
+    assert r["number"] == text
+    assert len(r["digits"]) == 4
+    assert all(len(d["box"]) == 4 and d["box"][2] > 0 for d in r["digits"])
+    xs = [d["box"][0] for d in r["digits"]]
+    assert xs == sorted(xs)
+
+
+def test_number_mode_cli_contract(tmp_path, cli, mnist):
+    data, text, _ = synth.realistic_numbers(
+        mnist["test"].images, mnist["test"].labels, 1, seed=11, min_len=2, max_len=2
+    )[0]
+    p = tmp_path / "n.png"
+    p.write_bytes(data)
+    r = cli("predict", "--number", "--json", str(p))
+    o = json.loads(r.stdout)
+    assert set(o) == {"path", "number", "digits"} and o["number"] == text
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: b"",
+        lambda: b"GIF89a-not-really",
+        lambda: _png(Image.new("L", (64, 64), 255))[:60],  # truncated PNG
+        lambda: _png(Image.new("1", (30000, 30000), 0)),  # decompression bomb
+    ],
+    ids=["empty", "non-image", "truncated-png", "bomb"],
+)
+def test_bad_files_give_one_error_entry_and_exit_2(tmp_path, cli, make):
+    p = tmp_path / "x.png"
+    p.write_bytes(make())
+    r = cli("predict", "--json", str(p), timeout=60)
+    assert r.returncode == 2
+    o = json.loads(r.stdout)
+    assert set(o) == {"path", "error"}
+    assert "Traceback" not in r.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "img",
+    [Image.new("L", (1, 1), 0), Image.new("L", (20000, 10), 255)],
+    ids=["1x1", "20000x10-strip"],
+)
+def test_degenerate_images_get_a_sensible_answer(predictor, img):
+    r = predictor.predict_image(_png(img))
+    assert r["is_digit"] is False and r["digit"] is None
+
+
+def test_animated_gif_and_cmyk_jpeg_are_read(predictor, mnist):
+    digit = Image.fromarray(255 - mnist["test"].images[0]).resize((112, 112))
+    frames = [digit, Image.new("L", (112, 112), 128)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    assert predictor.predict_image(buf.getvalue())["digit"] == mnist["test"].labels[0]
+    buf = io.BytesIO()
+    digit.convert("CMYK").save(buf, format="JPEG", quality=95)
+    assert predictor.predict_image(buf.getvalue())["digit"] == mnist["test"].labels[0]
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
