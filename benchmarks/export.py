@@ -37,7 +37,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "data.md"
 def targets() -> list[tuple[str, str]]:
     found = [("disk", tempfile.gettempdir())]
     if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):
-        found.append(("memory", "/dev/shm"))
+        found.insert(0, ("memory", "/dev/shm"))
     return found
 
 
@@ -131,9 +131,9 @@ with `read_dataset` and compared with the original arrays.
 ## Machine
 
 {describe("numpy", "pillow")}
-- {len(os.sched_getaffinity(0))} cores available to this process, shared with other
-  programs while measured (load average {load} over 1/5/15 min), so rates vary between
-  runs: best and median of {repeats} runs are shown
+- {len(os.sched_getaffinity(0))} cores available to this process, shared with other programs
+- load average while measured: {load} (1/5/15 min); rates vary between runs, so the best
+  and the median of {repeats} runs are shown
 
 ## PNG export, images/s (wall clock, including worker start and the two list files)
 

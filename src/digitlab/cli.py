@@ -556,8 +556,12 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        # one line, like every other user error; --help has the usage
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "digitlab"
+        hint = f" (see '{where} --help')" if isinstance(exc, click.UsageError) else ""
+        click.echo(f"{where}: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

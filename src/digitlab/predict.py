@@ -224,7 +224,7 @@ class Predictor:
         """
         from digitlab.preprocess import load_image, prepare
 
-        img = load_image(data)
+        img = load_image(data, max_side=1024 if number else 512)
         if number:
             return self._predict_number(img, explain)
         p = prepare(img)
@@ -277,7 +277,7 @@ class Predictor:
                         results.append({"path": p, **self.predict_image(data, number=True)})
                         continue
                     if preprocess:
-                        prep = prepare(load_image(data))
+                        prep = prepare(load_image(data, max_side=512))
                         image, empty = prep.image, prep.empty
                     else:
                         image, empty = mnist_like(data), False

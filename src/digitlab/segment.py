@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.preprocess import ink_map, normalise_ink
+from digitlab.preprocess import FAINT, ink_map, normalise_ink
 
 SEGMENT_SIDE = 1024  # numbers are wide, so they are located at twice the single-digit size
 MERGE_OVERLAP = 0.5  # merge two pieces when they share this much of the narrower one's width
@@ -24,8 +24,8 @@ SPECK_HEIGHT = 0.4  # ...unless it is at least this share of a digit's height (a
 FRAGMENT_HEIGHT = 0.5  # a piece shorter than this share of a digit's height is a fragment...
 FRAGMENT_GAP = 0.25  # ...joined to the nearest digit no farther than this × the digit height
 SPLIT_ASPECT = 1.15  # one component wider than this × the digit height is touching digits
-NECK = 0.5  # cut only through a column with at most this share of the mean column ink...
-SURE_SPLIT = 1.5  # ...unless the piece is so wide it cannot be one digit
+NECK = 0.4  # cut only through a column with at most this share of the mean column ink...
+SURE_SPLIT = 1.4  # ...unless the piece is so wide it cannot be one digit
 DIGIT_ASPECT = 0.75  # a typical digit's width / height, to guess how many digits touch
 
 
@@ -43,19 +43,23 @@ def segment_digits(img: Image.Image | np.ndarray, *, thicken: bool = True) -> li
     labels, n = ndi.label(m.ink > 0.5, structure=np.ones((3, 3), bool))
     if n == 0:
         return []
-    groups = _merge_stacked(_pieces(labels, n))
+    pieces = _pieces(labels, n)
+    widths = {p[0]: p[3] - p[2] for p in pieces}
+    groups = _merge_stacked(pieces)
     if not groups:
         return []
-    height = float(np.median([g[3] - g[2] for g in groups]))
+    height = float(np.median([g[4] - g[3] for g in groups]))
     grown = np.where(labels > 0, labels, ndi.maximum_filter(labels, size=5)) * (m.ink > 0)
     segments = []
     for members, x0, x1, y0, y1 in groups:
         mask = np.isin(grown[y0:y1, x0:x1], members)
         ink = m.ink[y0:y1, x0:x1] * mask
-        cuts = _split_touching(ink, max(y1 - y0, height)) if len(members) == 1 else None
+        one_blob = max(widths[k] for k in members) >= 0.9 * (x1 - x0)  # not stacked strokes
+        cuts = _split_touching(ink, max(y1 - y0, height)) if one_blob else None
         for c0, c1 in cuts or [(0, x1 - x0)]:
             part = ink[:, c0:c1]
-            rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
+            solid = part > FAINT
+            rows, cols = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
             if rows.size == 0:
                 continue
             crop = part[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]

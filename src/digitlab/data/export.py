@@ -28,7 +28,7 @@ from digitlab.fileio import write_text_atomic
 
 FORMATS = ("png", "jpg")
 JPEG_QUALITY = 95
-_EXPORTED_NAME = re.compile(r"\d{6,}_\d\.(png|jpg)")
+_EXPORTED_NAME = re.compile(r"\d{6,}_\d+\.(png|jpg)")
 _SAFE_SPLIT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
