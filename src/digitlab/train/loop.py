@@ -200,7 +200,7 @@ def train(
     best = _Best(recipe.train.select_best, recipe.train.early_stop_patience)
     log = RunLog(run_dir, total=total, progress=progress, tensorboard=tensorboard)
 
-    start, elapsed = 0, 0.0
+    start, elapsed, compute = 0, 0.0, 0.0
     if ckpt_file is not None:
         ck = load_checkpoint(ckpt_file)
         model.load_state_dict(ck["model_state"])
@@ -208,6 +208,7 @@ def train(
         torch.set_rng_state(ck["rng_state"])
         info = ck["info"]
         start, elapsed = int(info["iteration"]), float(info["elapsed"])
+        compute = float(info.get("compute", 0.0))
         best.value, best.iteration, best.stale = (
             info["best_value"],
             info["best_iter"],
@@ -242,6 +243,7 @@ def train(
         info = {
             "iteration": it,
             "elapsed": elapsed,
+            "compute": compute,
             "best_value": best.value,
             "best_iter": best.iteration,
             "stale": best.stale,
@@ -260,7 +262,10 @@ def train(
     ckpt_every = recipe.train.checkpoint_interval
     run_loss = torch.zeros((), device=dev)
     run_correct = torch.zeros((), device=dev, dtype=torch.long)
-    run_seen, t_interval = 0, time.perf_counter()
+    # elapsed = wall seconds of this run (across resumes); busy = training seconds in the
+    # current log interval, excluding validation and checkpoints, for an honest samples/s
+    wall0, elapsed0 = time.perf_counter(), elapsed
+    run_seen, busy, t_mark = 0, 0.0, time.perf_counter()
     order, order_epoch = None, -1
     lr = lr_at(recipe.schedule, recipe.solver.lr, start, total)
     model.train()
@@ -290,8 +295,10 @@ def train(
 
         last = it == total
         if it % log_every == 0 or last:
-            dt = time.perf_counter() - t_interval
-            elapsed += dt
+            now = time.perf_counter()
+            busy += now - t_mark
+            compute += now - t_mark
+            elapsed = elapsed0 + (now - wall0)
             log.event(
                 phase="train",
                 iter=it,
@@ -300,22 +307,27 @@ def train(
                 accuracy=float(run_correct) / run_seen,
                 lr=lr,
                 elapsed=elapsed,
-                samples_per_s=run_seen / dt if dt > 0 else 0.0,
+                samples_per_s=run_seen / busy if busy > 0 else 0.0,
             )
             run_loss.zero_()
             run_correct.zero_()
-            run_seen, t_interval = 0, time.perf_counter()
-        if it % val_every == 0 or last:
-            t0 = time.perf_counter()
+            run_seen, busy, t_mark = 0, 0.0, now
+        do_val = it % val_every == 0 or last
+        do_ckpt = (ckpt_every and it % ckpt_every == 0) or last or best.should_stop
+        if do_val or do_ckpt:
+            busy += time.perf_counter() - t_mark
+            compute += time.perf_counter() - t_mark
+        if do_val:
             val = validate(it)
             if val is not None:
                 best.update(val, it, model)
-                elapsed += time.perf_counter() - t0
+                elapsed = elapsed0 + (time.perf_counter() - wall0)
                 log.event(phase="val", iter=it, epoch=it / ipe, lr=lr, elapsed=elapsed, **val)
-            t_interval = time.perf_counter()
-        if (ckpt_every and it % ckpt_every == 0) or last or best.should_stop:
+        if do_ckpt:
+            elapsed = elapsed0 + (time.perf_counter() - wall0)
             checkpoint(it)
-            t_interval = time.perf_counter()
+        if do_val or do_ckpt:
+            t_mark = time.perf_counter()
         if best.should_stop:
             log.text(f"early stop at iteration {it}: no improvement in {best.patience} validations")
             break
@@ -334,7 +346,8 @@ def train(
         "test_loss": test["loss"],
         "iterations": it,
         "epochs": it / ipe,
-        "train_seconds": round(elapsed, 3),
+        "train_seconds": round(compute, 3),  # optimisation steps only
+        "wall_seconds": round(elapsed, 3),  # including validation and checkpoints
     }
     if val_final is not None:
         metrics.update(val_accuracy=val_final["accuracy"], val_loss=val_final["loss"])
@@ -360,6 +373,9 @@ def train(
         accuracy=test["accuracy"],
         lr=lr,
     )
-    log.text(f"done: {it} iterations in {elapsed:.1f}s; test accuracy {test['accuracy']:.4%}")
+    log.text(
+        f"done: {it} iterations, {compute:.1f}s of training ({elapsed:.1f}s with validation); "
+        f"test accuracy {test['accuracy']:.4%}"
+    )
     log.close()
     return RunResult(run_dir, metrics, it)
