@@ -1,0 +1,1 @@
+"""The prediction service: ``digitlab serve`` (FastAPI under uvicorn) and the drawing page."""
