@@ -514,6 +514,8 @@ def export_cmd(model: str, fmt: str, out: str | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes, each with its own copy of the model.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
+              help="Predictions running at once in each worker; 0: one per core.")
 @click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx",
               show_default=True, help="onnx needs model.onnx (digitlab export); torch is slower.")
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(0.001),
@@ -529,6 +531,7 @@ def serve_cmd(
     host: str,
     port: int,
     workers: int,
+    threads: int,
     backend: str,
     max_upload_mb: float,
     max_batch: int,
@@ -545,6 +548,7 @@ def serve_cmd(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_batch=max_batch,
         request_timeout=request_timeout,
+        threads=threads,
     )
     serve(settings, host=host, port=port, workers=workers, log_level=log_level)
 
