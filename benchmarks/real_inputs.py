@@ -116,12 +116,12 @@ def main() -> None:
     photo_digit = r["digit"]
 
     rej = pred.rejection
+    shown = pred.folder.relative_to(ROOT) if pred.folder.is_relative_to(ROOT) else pred.folder
     target = lambda ok: "met" if ok else "**not met**"  # noqa: E731
     lines += [
         "# Reading users' own images",
         "",
-        "Written by `benchmarks/real_inputs.py` for the bundled model "
-        f"(`{pred.folder.relative_to(ROOT) if pred.folder.is_relative_to(ROOT) else pred.folder}`).",
+        f"Written by `benchmarks/real_inputs.py` for the model in `{shown}`.",
         "Inputs are made by `digitlab.synth` from MNIST **test** digits (never used for training",
         "or tuning). Non-digit letters are disjoint from the letters the model's synthetic",
         "negatives use (`digitlab.negatives.TRAIN_LETTERS`).",
@@ -130,7 +130,8 @@ def main() -> None:
         "",
         "| measure | result | target | |",
         "| --- | --- | --- | --- |",
-        f"| single-digit accuracy ({args.n} uploads) | {acc:.2%} | >= 98.5% | {target(acc >= 0.985)} |",
+        f"| single-digit accuracy ({args.n} uploads) | {acc:.2%} | >= 98.5% | "
+        f"{target(acc >= 0.985)} |",
         f"| exact numbers, 2-6 digits ({args.numbers}) | {num_acc:.2%} | >= 95% | "
         f"{target(num_acc >= 0.95)} |",
         f"| non-digits rejected ({args.non_digits}) | {neg_rej:.2%} | >= 95% | "
@@ -145,7 +146,8 @@ def main() -> None:
         "",
         f"Method: `{rej.get('method')}`; temperature T = {rej.get('temperature')}; an input is a",
         f"digit when its calibrated digit confidence is >= {rej.get('threshold')} (the operating",
-        "point: at most 0.5% of held-out `val` digits fall below it) and ink was found.",
+        "point: at most 0.5% of held-out `val` digits and realistic uploads made from them fall",
+        "below it) and ink was found.",
         f"Expected calibration error on {rej.get('fitted_on', 'val')}: "
         f"{rej.get('ece_before', float('nan')):.4f} before temperature scaling, "
         f"{rej.get('ece_after', float('nan')):.4f} after.",

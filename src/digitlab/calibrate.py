@@ -35,9 +35,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200
     return float(log_t.detach().exp())
 
 
-def expected_calibration_error(
-    probs: np.ndarray, labels: np.ndarray, bins: int = 15
-) -> float:
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """ECE: the bin-weighted mean of |accuracy - confidence| over confidence bins."""
     conf = probs.max(1)
     correct = probs.argmax(1) == labels

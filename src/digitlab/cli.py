@@ -14,6 +14,14 @@ import click
 from digitlab import __version__
 from digitlab.errors import DigitlabError
 
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe field, e.g. --set solver.lr=0.05 (repeatable).",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="digitlab")
@@ -147,13 +155,7 @@ def data_show(split: str | None, n: int, out: str, seed: int | None, source: str
     type=click.IntRange(1, 100),
     help="Digits (rows), cycling through the classes.",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a recipe field, e.g. --set augment.rotation=20 (repeatable).",
-)
+@set_option
 @click.option("--seed", default=0, show_default=True, help="Seed of the augmentation draws.")
 def data_augment_preview(
     recipe: str, out: str, n: int, overrides: tuple[str, ...], seed: int
@@ -189,13 +191,7 @@ def data_augment_preview(
     show_default=True,
     help="Keep the untouched digits as the first copy.",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a recipe field, e.g. --set augment.rotation=20 (repeatable).",
-)
+@set_option
 @click.option("--seed", default=0, show_default=True, help="Seed of the augmentation draws.")
 @click.option("--format", "fmt", default="png", show_default=True, help="png or jpg.")
 def data_augment(
@@ -233,16 +229,18 @@ def _run_name(recipe: str) -> str:
 
 @cli.command("train")
 @click.argument("recipe", required=False)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe field, e.g. --set solver.lr=0.05 (repeatable).")
-@click.option("--epochs", type=float, help="Train this many epochs instead of the recipe's length.")
-@click.option("--iters", type=int, help="Train this many iterations instead of the recipe's length.")
+@set_option
+@click.option("--epochs", type=float, help="Train this many epochs (overrides the recipe).")
+@click.option("--iters", type=int, help="Train this many iterations (overrides the recipe).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/<recipe>-<time>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal].")
-@click.option("--tensorboard", is_flag=True,
-              help="Also log to RUN/tensorboard/ (needs the tensorboard package).")
+@click.option(
+    "--tensorboard",
+    is_flag=True,
+    help="Also log to RUN/tensorboard/ (needs the tensorboard package).",
+)
 def train_cmd(
     recipe: str | None,
     overrides: tuple[str, ...],
@@ -276,8 +274,10 @@ def train_cmd(
         spec, run_dir, resume=resume, device=device, progress=progress, tensorboard=tensorboard
     )
     m = result.metrics
-    click.echo(f"test accuracy {m['test_accuracy']:.2%} (loss {m['test_loss']:.4f}) "
-               f"after {result.iterations} iterations, {m['train_seconds']:.1f}s of training")
+    click.echo(
+        f"test accuracy {m['test_accuracy']:.2%} (loss {m['test_loss']:.4f}) "
+        f"after {result.iterations} iterations, {m['train_seconds']:.1f}s of training"
+    )
     click.echo(f"model: {Path(run_dir) / 'model.safetensors'}")
 
 
@@ -285,7 +285,7 @@ def train_cmd(
 @click.argument("model", metavar="RUN_OR_MODEL")
 @click.option("--split", default="test", show_default=True, help="train, test, train50k or val.")
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1))
-@click.option("--per-batch", is_flag=True, help="Print each batch's accuracy, as `caffe test` does.")
+@click.option("--per-batch", is_flag=True, help="Each batch's accuracy, as `caffe test`.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate_cmd(model: str, split: str, batch_size: int, per_batch: bool, as_json: bool) -> None:
     """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
@@ -301,8 +301,10 @@ def evaluate_cmd(model: str, split: str, batch_size: int, per_batch: bool, as_js
     click.echo(f"{r['split']}: accuracy {r['accuracy']:.4%}  loss {r['loss']:.4f}  n {r['n']}")
     click.echo("class  precision  recall  f1      support")
     for c in r["per_class"]:
-        click.echo(f"{c['class']:>5}  {c['precision']:.4f}     {c['recall']:.4f}  "
-                   f"{c['f1']:.4f}  {c['support']}")
+        click.echo(
+            f"{c['class']:>5}  {c['precision']:.4f}     {c['recall']:.4f}  "
+            f"{c['f1']:.4f}  {c['support']}"
+        )
     click.echo("confusion matrix (rows: true, columns: predicted)")
     for c, row in enumerate(r["confusion_matrix"]):
         click.echo(f"{c}: " + " ".join(f"{v:5d}" for v in row))
@@ -310,14 +312,21 @@ def evaluate_cmd(model: str, split: str, batch_size: int, per_batch: bool, as_js
 
 @cli.command("calibrate")
 @click.argument("model", metavar="RUN_OR_MODEL")
-@click.option("--max-digit-rejection", default=0.005, show_default=True, type=click.FloatRange(0, 1),
-              help="Operating point: the share of held-out digits allowed to be rejected.")
+@click.option(
+    "--max-digit-rejection",
+    default=0.005,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Operating point: the share of held-out digits allowed to be rejected.",
+)
 def calibrate_cmd(model: str, max_digit_rejection: float) -> None:
     """Fit temperature scaling and the "not a digit" threshold on the val split."""
     from digitlab.calibrate import calibrate_artifact
 
     b = calibrate_artifact(model, max_digit_rejection)
-    click.echo(f"temperature {b['temperature']:.4f}; ECE {b['ece_before']:.4f} -> {b['ece_after']:.4f}")
+    click.echo(
+        f"temperature {b['temperature']:.4f}; ECE {b['ece_before']:.4f} -> {b['ece_after']:.4f}"
+    )
     line = f"threshold {b['threshold']:.4f}: rejects {b['val_digits_rejected']:.2%} of val digits"
     if "val_non_digits_rejected" in b:
         line += f" and {b['val_non_digits_rejected']:.2%} of held-out non-digits"
@@ -504,28 +513,65 @@ def export_cmd(model: str, fmt: str, out: str | None) -> None:
     from digitlab.export import export_checked
 
     r = export_checked(model, out)
-    click.echo(f"wrote {r.path} ({r.path.stat().st_size:,} bytes); max |logit difference| "
-               f"from torch on {r.checked:,} MNIST test digits: {r.max_abs_diff:.2g}")
+    click.echo(
+        f"wrote {r.path} ({r.path.stat().st_size:,} bytes); max |logit difference| "
+        f"from torch on {r.checked:,} MNIST test digits: {r.max_abs_diff:.2g}"
+    )
 
 
 @cli.command("serve")
 @click.option("--model", help="Run or model folder [the bundled default model].")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Processes, each with its own copy of the model.")
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
-              help="Predictions running at once in each worker; 0: one per core.")
-@click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx",
-              show_default=True, help="onnx needs model.onnx (digitlab export); torch is slower.")
-@click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(0.001),
-              help="Largest request body; bigger ones get 413.")
-@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
-              help="Most images in one request to /v1/predict/batch.")
-@click.option("--timeout", "request_timeout", default=10.0, show_default=True,
-              type=click.FloatRange(0.1), help="Seconds a client may take to send its request.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Processes, each with its own copy of the model.",
+)
+@click.option(
+    "--threads",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Predictions running at once in each worker; 0: one per core.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["onnx", "torch"]),
+    default="onnx",
+    show_default=True,
+    help="onnx needs model.onnx (digitlab export); torch is slower.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.001),
+    help="Largest request body; bigger ones get 413.",
+)
+@click.option(
+    "--max-batch",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most images in one request to /v1/predict/batch.",
+)
+@click.option(
+    "--timeout",
+    "request_timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a client may take to send its request.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def serve_cmd(
     model: str | None,
     host: str,
