@@ -41,10 +41,10 @@ def _draw(kind: str, rng: np.random.Generator) -> np.ndarray:
     d = ImageDraw.Draw(img)
     pen = int(rng.integers(3, 11))
     if kind == "ellipse":
-        # geometrically perfect ellipses of any aspect, even stroke: a handwritten 0 is
-        # irregular, so the model can learn the difference (checked: val 0s stay accepted)
+        # circles and wide ellipses only: a tall oval is how people draw a 0 (tried: taller
+        # negatives made the model reject smooth canvas-drawn zeros)
         w = rng.uniform(25, 70)
-        h = min(SIDE - 12, w * rng.uniform(0.5, 1.8))
+        h = w * rng.uniform(0.5, 1.1)
         x, y = rng.uniform(5, SIDE - 5 - w), rng.uniform(5, SIDE - 5 - h)
         d.ellipse((x, y, x + w, y + h), outline=255, width=pen)
     elif kind == "rectangle":

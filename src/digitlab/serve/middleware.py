@@ -126,7 +126,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        state = {"status": 500, "bytes": 0, "started": False}
+        state = {"status": 500, "bytes": 0, "started": False, "recorded": False}
 
         async def send_and_note(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -134,6 +134,10 @@ class Guard:
                 state["started"] = True
             elif message["type"] == "http.response.body":
                 state["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # counted before the client can see the answer, so a /metrics scrape
+                    # right after a response always includes it
+                    self._record(scope, state, time.perf_counter() - start)
             await send(message)
 
         try:
@@ -151,7 +155,8 @@ class Guard:
                 for message in json_error(500, "internal server error"):
                     await send_and_note(message)
         finally:
-            self._record(scope, state, time.perf_counter() - start)
+            if not state["recorded"]:
+                self._record(scope, state, time.perf_counter() - start)
 
     def _too_large(self) -> str:
         return f"request body larger than {self.max_body:,} bytes"
@@ -184,6 +189,7 @@ class Guard:
         return limited_receive
 
     def _record(self, scope: Scope, state: dict, seconds: float) -> None:
+        state["recorded"] = True
         route = getattr(scope.get("route"), "path", "other")
         status = state["status"]
         self.metrics.observe(scope["method"], route, status, seconds)
