@@ -234,18 +234,25 @@ class Predictor:
         return result
 
     def _predict_number(self, img: Any, explain: bool) -> dict[str, Any]:
-        from digitlab.segment import segment_digits
+        """Segmentation by recognition (:mod:`digitlab.numbers`): the model scores candidate
+        pieces and the most confident split into digits wins."""
+        from digitlab.numbers import read_digits
 
-        segments = segment_digits(img)
-        if not segments:
-            return {"number": None, "digits": []}
-        verdicts = self.verdicts(np.stack([s.image for s in segments]))
+        threshold = float(self.rejection["threshold"])
         digits = []
-        for seg, v in zip(segments, verdicts, strict=True):
-            entry = {"digit": v["digit"], "confidence": v["confidence"], "box": list(seg.box)}
+        for reading in read_digits(img, self.probabilities):
+            probs = reading.probabilities[:10]
+            conf = float(probs.max())
+            entry = {
+                "digit": int(probs.argmax()) if conf >= threshold else None,
+                "confidence": round(conf, 6),
+                "box": list(reading.segment.box),
+            }
             if explain:
-                entry["input"] = png_base64(seg.image)
+                entry["input"] = png_base64(reading.segment.image)
             digits.append(entry)
+        if not digits:
+            return {"number": None, "digits": []}
         readable = all(d["digit"] is not None for d in digits)
         number = "".join(str(d["digit"]) for d in digits) if readable else None
         return {"number": number, "digits": digits}

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.preprocess import FAINT, ink_map, normalise_ink
+from digitlab.preprocess import FAINT, InkMap, ink_map, normalise_ink
 
 SEGMENT_SIDE = 1024  # numbers are wide, so they are located at twice the single-digit size
 MERGE_OVERLAP = 0.5  # merge two pieces when they share this much of the narrower one's width
@@ -29,6 +29,9 @@ SURE_SPLIT = 1.4  # ...unless the piece is so wide it cannot be one digit
 DIGIT_ASPECT = 0.75  # a typical digit's width / height, to guess how many digits touch
 
 
+Group = tuple[list[int], int, int, int, int]  # labels, x0, x1, y0, y1 (ends exclusive)
+
+
 @dataclass
 class Segment:
     """One digit: ``box`` (x, y, w, h) in the input's pixels and its 28×28 uint8 ``image``."""
@@ -37,45 +40,79 @@ class Segment:
     image: np.ndarray
 
 
-def segment_digits(img: Image.Image | np.ndarray, *, thicken: bool = True) -> list[Segment]:
-    """Every digit in ``img``, left to right (an empty list when there is no ink)."""
+@dataclass
+class Layout:
+    """Where the ink of a written number is: the ink map, its components (``labels``, each
+    grown a little into the anti-aliased rim), the digit-like ``groups`` left to right and the
+    typical digit ``height``, all in work-scale pixels."""
+
+    ink: InkMap
+    labels: np.ndarray
+    groups: list[Group]
+    height: float
+    widths: dict[int, int]  # each component's own width
+
+    def one_blob(self, group: Group) -> bool:
+        """Whether one component spans the group (two digits touching), not stacked strokes."""
+        return max(self.widths[k] for k in group[0]) >= 0.9 * (group[2] - group[1])
+
+    def group_ink(self, group: Group) -> np.ndarray:
+        """The ink of one group inside its box, other groups' ink removed."""
+        members, x0, x1, y0, y1 = group
+        return self.ink.ink[y0:y1, x0:x1] * np.isin(self.labels[y0:y1, x0:x1], members)
+
+    def box(self, left: int, top: int, width: int, height: int) -> tuple[int, int, int, int]:
+        """A work-scale box in the input's pixels."""
+        s = self.ink.scale
+        return int(left * s), int(top * s), max(1, round(width * s)), max(1, round(height * s))
+
+
+def locate(img: Image.Image | np.ndarray) -> Layout | None:
+    """The layout of the ink in ``img`` (None when there is none)."""
     m = ink_map(img, SEGMENT_SIDE)
     labels, n = ndi.label(m.ink > 0.5, structure=np.ones((3, 3), bool))
     if n == 0:
-        return []
+        return None
     pieces = _pieces(labels, n)
-    widths = {p[0]: p[3] - p[2] for p in pieces}
     groups = _merge_stacked(pieces)
     if not groups:
-        return []
+        return None
+    groups.sort(key=lambda g: g[1] + g[2])
     height = float(np.median([g[4] - g[3] for g in groups]))
     grown = np.where(labels > 0, labels, ndi.maximum_filter(labels, size=5)) * (m.ink > 0)
+    return Layout(m, grown, groups, height, {p[0]: p[3] - p[2] for p in pieces})
+
+
+def crop_to_ink(ink: np.ndarray) -> tuple[np.ndarray, int, int] | None:
+    """``ink`` cut to the box of its clearly visible ink, with the box's (left, top) offset."""
+    solid = ink > FAINT
+    rows, cols = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
+    if rows.size == 0:
+        return None
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], int(cols[0]), int(rows[0])
+
+
+def segment_digits(img: Image.Image | np.ndarray, *, thicken: bool = True) -> list[Segment]:
+    """Every digit in ``img``, left to right (an empty list when there is no ink), by shape
+    alone; :func:`digitlab.numbers.read_digits` also asks a model where the digits are."""
+    layout = locate(img)
+    if layout is None:
+        return []
     segments = []
-    for members, x0, x1, y0, y1 in groups:
-        mask = np.isin(grown[y0:y1, x0:x1], members)
-        ink = m.ink[y0:y1, x0:x1] * mask
-        one_blob = max(widths[k] for k in members) >= 0.9 * (x1 - x0)  # not stacked strokes
-        cuts = _split_touching(ink, max(y1 - y0, height)) if one_blob else None
+    for group in layout.groups:
+        members, x0, x1, y0, y1 = group
+        ink = layout.group_ink(group)
+        one_blob = layout.one_blob(group)
+        cuts = _split_touching(ink, max(y1 - y0, layout.height)) if one_blob else None
         for c0, c1 in cuts or [(0, x1 - x0)]:
-            part = ink[:, c0:c1]
-            solid = part > FAINT
-            rows, cols = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
-            if rows.size == 0:
+            cropped = crop_to_ink(ink[:, c0:c1])
+            if cropped is None:
                 continue
-            crop = part[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            crop, left, top = cropped
             image, _ = normalise_ink(crop, thicken=thicken)
-            left, top = x0 + c0 + cols[0], y0 + rows[0]
-            box = (
-                int(left * m.scale),
-                int(top * m.scale),
-                max(1, round(crop.shape[1] * m.scale)),
-                max(1, round(crop.shape[0] * m.scale)),
-            )
+            box = layout.box(x0 + c0 + left, y0 + top, crop.shape[1], crop.shape[0])
             segments.append(Segment(box, image))
     return sorted(segments, key=lambda s: s.box[0] + s.box[2] / 2)
-
-
-Group = tuple[list[int], int, int, int, int]  # labels, x0, x1, y0, y1 (ends exclusive)
 
 
 def _pieces(labels: np.ndarray, n: int) -> list[tuple[int, int, int, int, int, int]]:
