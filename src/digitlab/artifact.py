@@ -16,7 +16,6 @@ from digitlab.errors import DigitlabError
 from digitlab.fileio import atomic_write, write_text_atomic
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 FORMAT = "digitlab-model"
@@ -89,16 +88,3 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Modu
         raise DigitlabError(f"{folder / WEIGHTS}: weights do not fit {arch}: {first}") from None
     return model.to(device).eval(), meta
 
-
-def normalization_of(meta: dict) -> tuple[float, float]:
-    shift, scale = meta["normalization"]
-    return float(shift), float(scale)
-
-
-def normalize(x_u8: torch.Tensor, norm: tuple[float, float]) -> torch.Tensor:
-    """uint8 (N,28,28) or (N,1,28,28) -> float32 (N,1,28,28) as ``(x - shift) / scale``."""
-    shift, scale = norm
-    x = x_u8.float()
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    return (x - shift) * (1.0 / scale)
