@@ -71,6 +71,8 @@ def data_info_cmd(mirror: str | None, cache_dir: str | None, as_json: bool) -> N
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # a log file or pipe: no width to fit, keep every column whole
+        console = Console(width=160)
     table = Table(title="MNIST splits")
     for col in ("split", "count", "mean", "std", *[str(d) for d in range(10)]):
         table.add_column(col, justify="right")
