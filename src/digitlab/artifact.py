@@ -66,16 +66,28 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def build_model(meta: dict[str, Any]) -> nn.Module:
+    """An untrained model of the artifact's architecture: a zoo model or an ensemble."""
+    from digitlab.ensemble import ARCHITECTURE, build_ensemble
+    from digitlab.models import create_model
+
+    kwargs = meta.get("model_kwargs", {})
+    if meta["architecture"] == ARCHITECTURE:
+        try:
+            return build_ensemble(kwargs["members"], kwargs.get("shifts"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DigitlabError(f"ensemble description is malformed ({exc!r})") from None
+    return create_model(meta["architecture"], **kwargs)
+
+
 def load_artifact(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model from the registry and load its weights: (model in eval mode, meta)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from digitlab.models import create_model
-
     folder = resolve_artifact(path)
     meta = read_meta(folder)
-    model = create_model(meta["architecture"], **meta.get("model_kwargs", {}))
+    model = build_model(meta)
     try:
         state = load_file(str(folder / WEIGHTS), device=device)
     except (SafetensorError, OSError) as exc:

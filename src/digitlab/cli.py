@@ -312,6 +312,22 @@ def evaluate_cmd(model: str, split: str, batch_size: int, per_batch: bool, as_js
         click.echo(f"{c}: " + " ".join(f"{v:5d}" for v in row))
 
 
+@cli.command("ensemble")
+@click.argument("models", nargs=-1, required=True, metavar="RUN_OR_MODEL...")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--tta", is_flag=True, help="Also average over 1-px shifts of each input (5 views).")
+def ensemble_cmd(models: tuple[str, ...], out: str, tta: bool) -> None:
+    """Combine trained models into one model that averages their probabilities.
+
+    The result is an ordinary model folder: evaluate, predict, serve and export take it.
+    """
+    from digitlab.ensemble import make_ensemble
+
+    folder = make_ensemble(list(models), out, tta)
+    views = " x 5 shifted views" if tta else ""
+    click.echo(f"ensemble of {len(models)} models{views}: {folder}")
+
+
 @cli.command("calibrate")
 @click.argument("model", metavar="RUN_OR_MODEL")
 @click.option(

@@ -1,0 +1,137 @@
+"""Ensembles of real (briefly) trained models: the vote is the mean of the members'
+probabilities, each member sees its own normalisation, and every model command takes one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+RECIPE = """
+seed = {seed}
+[model]
+name = "{model}"
+[data]
+train_split = "train50k"
+val_split = "val"
+batch_size = 64
+[solver]
+optimizer = "sgd"
+lr = 0.05
+momentum = 0.9
+[train]
+iters = 150
+val_interval = 150
+"""
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, digitlab_home) -> list[Path]:
+    """Two different models with different input normalisations ([-1, 1] and [0, 1])."""
+    from digitlab.recipes import load_recipe
+    from digitlab.train.loop import train
+
+    runs = []
+    for seed, model in ((1, "softmax"), (2, "mlp-mxnet")):
+        folder = tmp_path_factory.mktemp(model)
+        (folder / "r.toml").write_text(RECIPE.format(seed=seed, model=model))
+        train(load_recipe(str(folder / "r.toml")), folder / "run", progress=False)
+        runs.append(folder / "run")
+    return runs
+
+
+def member_probabilities(run: Path, images: torch.Tensor) -> np.ndarray:
+    from digitlab.artifact import load_artifact
+    from digitlab.models.registry import Normalization
+
+    model, meta = load_artifact(run)
+    with torch.inference_mode():
+        logits = model(Normalization(*meta["normalization"]).apply(images))
+    return torch.softmax(logits, 1).numpy()
+
+
+def test_the_vote_is_the_mean_of_the_members_probabilities(members, mnist, tmp_path):
+    from digitlab.artifact import load_artifact
+    from digitlab.ensemble import make_ensemble
+
+    folder = make_ensemble(members, tmp_path / "ens")
+    ensemble, meta = load_artifact(folder)
+    assert meta["architecture"] == "ensemble" and len(meta["model_kwargs"]["members"]) == 2
+
+    images = torch.from_numpy(mnist["test"].images[:500])
+    with torch.inference_mode():
+        got = torch.softmax(ensemble(images.float()), 1).numpy()
+    want = np.mean([member_probabilities(r, images) for r in members], axis=0)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    singles = [member_probabilities(r, images) for r in members]
+    assert not np.allclose(singles[0], singles[1], atol=1e-2)  # the members really differ
+
+
+def test_evaluate_and_predict_take_an_ensemble(members, mnist, tmp_path, cli):
+    out = cli("ensemble", *map(str, members), "--out", str(tmp_path / "ens"))
+    assert out.returncode == 0, out.stderr.decode()
+
+    result = cli("evaluate", str(tmp_path / "ens"), "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    accuracy = json.loads(result.stdout)["accuracy"]
+
+    images = torch.from_numpy(mnist["test"].images)
+    labels = mnist["test"].labels
+    mean = np.mean([member_probabilities(r, images) for r in members], axis=0)
+    assert accuracy == pytest.approx(float((mean.argmax(1) == labels).mean()), abs=1e-6)
+    assert accuracy > 0.85
+
+    from PIL import Image
+
+    png = tmp_path / "seven.png"
+    index = int(np.flatnonzero(labels == 7)[0])
+    Image.fromarray(mnist["test"].images[index]).save(png)
+    got = cli("predict", str(tmp_path / "ens"), str(png), "--no-preprocess", "--json")
+    assert got.returncode == 0, got.stderr.decode()
+    assert json.loads(got.stdout)["digit"] == int(mean[index].argmax())
+
+
+def test_shifted_views_move_the_ink_and_average_five_views(members, mnist, tmp_path):
+    from digitlab.artifact import load_artifact
+    from digitlab.ensemble import TTA_SHIFTS, make_ensemble, shift
+
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 10, 12] = 255
+    assert shift(x, 1, 0)[0, 0, 10, 13] == 255 and shift(x, 1, 0).sum() == 255
+    assert shift(x, 0, -1)[0, 0, 9, 12] == 255
+    edge = torch.zeros(1, 1, 28, 28)
+    edge[0, 0, 5, 27] = 255
+    assert shift(edge, 1, 0).sum() == 0  # moved off the image, nothing wraps round
+
+    folder = make_ensemble(members[:1], tmp_path / "tta", tta=True)
+    ensemble, _ = load_artifact(folder)
+    images = torch.from_numpy(mnist["test"].images[:200]).float().unsqueeze(1)
+    with torch.inference_mode():
+        got = torch.softmax(ensemble(images), 1).numpy()
+    model, meta = load_artifact(members[0])
+    mean, scale = meta["normalization"]
+    with torch.inference_mode():
+        views = [
+            torch.softmax(model((shift(images, dx, dy) - mean) / scale), 1).numpy()
+            for dx, dy in TTA_SHIFTS
+        ]
+    np.testing.assert_allclose(got, np.mean(views, axis=0), atol=1e-5)
+    assert not np.allclose(views[0], views[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("case", ["missing member", "nested ensemble"])
+def test_bad_ensembles_fail_with_one_line(members, tmp_path, cli, case):
+    if case == "missing member":
+        args = [str(members[0]), str(tmp_path / "nowhere")]
+    else:
+        assert cli("ensemble", str(members[0]), "--out", str(tmp_path / "e1")).returncode == 0
+        args = [str(tmp_path / "e1"), str(members[1])]
+    out = cli("ensemble", *args, "--out", str(tmp_path / "e2"))
+    assert out.returncode == 2
+    err = out.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "e2" / "model.json").exists()
