@@ -35,3 +35,29 @@ def mnist_fast(width: int = 16, hidden: int = 128, dropout: float = 0.0, num_cla
         nn.ReLU(),
         nn.Linear(hidden, num_classes),
     )
+
+
+@register_model(
+    "mnist-vgg",
+    normalization=MNIST_STD,
+    description="VGG-style: 2 x conv 3x3 per stage (16/32 ch), conv 64, BN, dropout, fc 10",
+    tutorial="digitlab's accuracy model (recipe `modern`, ensemble `best`)",
+)
+def mnist_vgg(width: int = 16, dropout: float = 0.3, num_classes: int = 10) -> nn.Module:
+    """Two convolutions per stage see 5x5 context at the cost of 3x3 weights, the way VGG
+    nets do; 28 -> 14 -> 7 -> 3 px, then one dropout and a linear classifier. 5.5 M MACs
+    per digit, 2.7x mnist-fast, so it trains at about a third of its speed."""
+    w = width
+    return nn.Sequential(
+        *conv_bn_relu(1, w),
+        *conv_bn_relu(w, w),
+        nn.MaxPool2d(2),
+        *conv_bn_relu(w, 2 * w),
+        *conv_bn_relu(2 * w, 2 * w),
+        nn.MaxPool2d(2),
+        *conv_bn_relu(2 * w, 4 * w),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(4 * w * 3 * 3, num_classes),
+    )
