@@ -96,6 +96,8 @@ def write_doc(rows: list[dict], path: Path) -> str:
         target = "-" if r["target"] is None else f"{r['target']:.2%}"
         delta = "-" if r["delta"] is None else f"{r['delta'] * 100:+.2f} pt"
         ok = "-" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
+        if r["ok"] is False and r["recipe"] in notes:
+            ok += " (see note)"
         lines.append(
             f"| `{r['recipe']}` | {target} ({r['cites']}) | {r['ours']:.2%} | {delta} | {ok} "
             f"| {r['seconds'] / 60:.1f} min | {r['iterations']:,} ({r['epochs']:.1f} epochs) |"
