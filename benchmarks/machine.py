@@ -54,3 +54,24 @@ def describe(*packages: str) -> str:
             f"- libraries: {versions(*pkgs)}",
         ]
     )
+
+
+def replace_section(doc: os.PathLike | str, name: str, body: str, title: str = "") -> None:
+    """Write ``body`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``doc``,
+    keeping the rest: several benchmark scripts share one docs/*.md, each owning a section.
+    The file is replaced atomically (a new file with ``title`` as its first line if missing)."""
+    from pathlib import Path
+
+    from digitlab.fileio import write_text_atomic
+
+    path = Path(doc)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.is_file() else (title or f"# {path.stem.title()}") + "\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)

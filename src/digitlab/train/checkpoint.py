@@ -73,14 +73,25 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The parts of a checkpoint: model_state, optim_state, rng_state, info, extra."""
-    from safetensors import SafetensorError, safe_open
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise DigitlabError(f"{path}: unreadable checkpoint ({exc})") from None
+    return parse_checkpoint(blob, str(path))
+
+
+def parse_checkpoint(blob: bytes, name: str = "checkpoint") -> dict[str, Any]:
+    """:func:`load_checkpoint` from the file's bytes (rank 0 reads them, every worker parses)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = json.loads(fh.metadata()["digitlab"])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, KeyError, ValueError) as exc:
-        raise DigitlabError(f"{path}: unreadable checkpoint ({exc})") from None
+        # safetensors layout: u64 little-endian header length, then the JSON header
+        size = int.from_bytes(blob[:8], "little")
+        header = json.loads(json.loads(blob[8 : 8 + size])["__metadata__"]["digitlab"])
+        tensors = load(blob)
+    except (SafetensorError, KeyError, ValueError, TypeError) as exc:
+        raise DigitlabError(f"{name}: unreadable checkpoint ({exc})") from None
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
     state: dict[int, dict[str, Any]] = {}

@@ -20,13 +20,32 @@ from digitlab.fileio import write_text_atomic
 from digitlab.train.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
-    load_checkpoint,
+    parse_checkpoint,
     prune_partial_files,
     save_checkpoint,
+)
+from digitlab.train.distributed import (
+    DEFAULT_TIMEOUT_S,
+    SilentLog,
+    World,
+    copy_buffers_from_main,
+    gather_rng_states,
+    is_lost_peer,
+    join,
+    leave,
+    lost_peer_error,
+    rank_seed,
+    share_from_main,
+    sum_over_workers,
+    threads_per_worker,
+    world_from_env,
+    wrap,
 )
 from digitlab.train.runlog import RunLog
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from torch import nn
 
@@ -41,6 +60,7 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     iterations: int
+    rank: int = 0  # this worker's rank; rank 0 wrote the run folder
 
 
 def resolve_device(device: str) -> str:
@@ -74,6 +94,16 @@ def training_splits(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, 
         if val is not None:
             val = val.with_negatives(max(1, recipe.data.negatives // 5), seed=2 * recipe.seed + 2)
     return train, val, digests
+
+
+def training_size(recipe: Recipe) -> int:
+    """The number of images :func:`training_splits` trains on, without building them."""
+    from digitlab.data.dataset import load_mnist, split_of
+
+    n = len(split_of(load_mnist(), recipe.data.train_split))
+    if recipe.data.val_fraction:
+        n -= int(round(n * recipe.data.val_fraction))
+    return n + recipe.data.negatives
 
 
 def total_iterations(recipe: Recipe, iters_per_epoch: int) -> int:
@@ -134,6 +164,36 @@ class _Best:
         return self.patience is not None and self.stale >= self.patience
 
 
+def refuse_existing_run(run_dir: Path, resume: bool) -> None:
+    if not resume and (run_dir / "metrics.jsonl").exists():
+        raise DigitlabError(f"{run_dir} already holds a run; use --resume or another --out")
+
+
+def check_shards(n: int, batch_size: int, workers: int) -> None:
+    """Every worker needs at least one image of every batch, the epoch's last one included."""
+    if workers == 1:
+        return
+    last = n % batch_size or batch_size
+    if min(batch_size, last) < workers:
+        raise DigitlabError(
+            f"{workers} workers cannot share a batch of {min(batch_size, last)} images "
+            f"(batch_size {batch_size}, {n} training images); use fewer workers or "
+            "another batch size"
+        )
+
+
+def _open_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> Path | None:
+    """Check and prepare the run folder (rank 0's job); the checkpoint to resume from."""
+    from digitlab.recipes import recipe_to_toml
+
+    ckpt_file = latest_checkpoint(run_dir) if resume else None
+    refuse_existing_run(run_dir, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prune_partial_files(run_dir)
+    write_text_atomic(run_dir / "recipe.toml", recipe_to_toml(recipe))
+    return ckpt_file
+
+
 def train(
     recipe: Recipe,
     run_dir: str | os.PathLike,
@@ -142,31 +202,78 @@ def train(
     device: str = "auto",
     progress: bool | None = None,
     tensorboard: bool = False,
+    threads: int | None = None,
+    world: World | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_validation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RunResult:
     """Train ``recipe`` into ``run_dir`` (or continue it with ``resume``); returns the result.
 
     The run folder gets recipe.toml, metrics.jsonl, train.log, checkpoints/ and the final
     model artifact (the best validation model when the recipe selects one); with
-    ``tensorboard`` every event is mirrored into RUN/tensorboard/ as well.
+    ``tensorboard`` every event is mirrored into RUN/tensorboard/ as well. ``threads`` sets
+    torch's thread count (default: see :func:`~digitlab.train.distributed.threads_per_worker`).
+
+    Under torchrun (``world`` defaults to what its environment variables say) every worker
+    calls this with the same arguments: each takes its share of every global batch, the
+    gradients are averaged by DistributedDataParallel, and rank 0 alone writes the run
+    folder. Without BatchNorm the result equals one process's; BatchNorm normalises each
+    worker's share with that share's statistics. A torchelastic restart resumes the run.
+
+    ``on_validation(iteration, {"loss": ..., "accuracy": ...})`` is called after every
+    validation (on every worker, with the same values); an exception it raises, such as a
+    sweep's pruning signal, stops the run there and propagates to the caller.
     """
+    import torch
+
+    world = world or world_from_env()
+    torch.set_num_threads(threads or threads_per_worker(world.local_size))
+    dev = resolve_device(device)
+    resume = resume or world.restarts > 0
+    if not world.active:
+        return _train(
+            recipe, Path(run_dir), resume, dev, progress, tensorboard, world, on_validation
+        )
+    try:
+        dev = join(world, dev, timeout_s)
+        result = _train(
+            recipe, Path(run_dir), resume, dev, progress, tensorboard, world, on_validation
+        )
+    except BaseException as exc:
+        if is_lost_peer(exc):  # the group is broken: no goodbye
+            raise lost_peer_error(world, exc) from None
+        leave()
+        raise
+    leave()
+    return result
+
+
+def _train(
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool,
+    dev: str,
+    progress: bool | None,
+    tensorboard: bool,
+    world: World,
+    on_validation: Callable[[int, dict[str, float]], None] | None = None,
+) -> RunResult:
     import torch
     import torch.nn.functional as F
 
     from digitlab.artifact import save_artifact
-    from digitlab.evaluate import batched_logits, evaluate_model
+    from digitlab.evaluate import batched_logits
     from digitlab.models import create_model, get_entry
     from digitlab.models.registry import Normalization
-    from digitlab.recipes import recipe_to_toml
     from digitlab.train.schedules import lr_at
 
-    run_dir = Path(run_dir)
-    dev = resolve_device(device)
-    ckpt_file = latest_checkpoint(run_dir) if resume else None
-    if not resume and (run_dir / "metrics.jsonl").exists():
-        raise DigitlabError(f"{run_dir} already holds a run; use --resume or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    prune_partial_files(run_dir)
-    write_text_atomic(run_dir / "recipe.toml", recipe_to_toml(recipe))
+    # rank 0 alone touches the run folder; every worker parses rank 0's checkpoint bytes
+    ckpt_file = _open_run_folder(run_dir, recipe, resume) if world.is_main else None
+    blob = ckpt_file.read_bytes() if ckpt_file is not None else None
+    if world.active:
+        blob = share_from_main(world, blob, dev)
+    ckpt_name = ckpt_file.name if ckpt_file is not None else "rank 0's checkpoint"
+    ck = parse_checkpoint(blob, ckpt_name) if blob else None
 
     seed = int(recipe.seed)
     torch.manual_seed(seed)
@@ -195,51 +302,82 @@ def train(
 
     x_all, y_all = (t.to(dev) for t in train_ds.tensors())
     n, bs = len(train_ds), recipe.data.batch_size
+    check_shards(n, bs, world.size)
     ipe = math.ceil(n / bs)
     total = total_iterations(recipe, ipe)
     best = _Best(recipe.train.select_best, recipe.train.early_stop_patience)
-    log = RunLog(run_dir, total=total, progress=progress, tensorboard=tensorboard)
+    log: RunLog | SilentLog = (
+        RunLog(run_dir, total=total, progress=progress, tensorboard=tensorboard)
+        if world.is_main
+        else SilentLog()
+    )
+    if world.active:
+        # the same initial weights everywhere (same seed), then one dropout stream per worker
+        torch.manual_seed(rank_seed(seed, world.rank))
+        log.text(
+            f"data-parallel on {world.size} workers ({'nccl' if 'cuda' in dev else 'gloo'}), "
+            f"{torch.get_num_threads()} threads each, sharing every batch of {bs}"
+        )
 
     start, elapsed, compute = 0, 0.0, 0.0
-    if ckpt_file is not None:
-        ck = load_checkpoint(ckpt_file)
+    if ck is not None:
         model.load_state_dict(ck["model_state"])
         optimizer.load_state_dict(ck["optim_state"])
-        torch.set_rng_state(ck["rng_state"])
         info = ck["info"]
         start, elapsed = int(info["iteration"]), float(info["elapsed"])
         compute = float(info.get("compute", 0.0))
+        torch.set_rng_state(ck["rng_state"])
+        streams = ck["extra"].get("rng.workers")
+        if world.active and streams is not None and streams.shape[0] == world.size:
+            torch.set_rng_state(streams[world.rank].clone())  # a view of a row crashes it
+        elif world.active:  # another number of workers: fresh dropout streams
+            torch.manual_seed(rank_seed(seed, world.rank, start))
         best.value, best.iteration, best.stale = (
             info["best_value"],
             info["best_iter"],
             info["stale"],
         )
-        if ck["extra"]:
-            best.state = {k[5:]: v.to(dev) for k, v in ck["extra"].items() if k.startswith("best.")}
+        saved = {k[5:]: v.to(dev) for k, v in ck["extra"].items() if k.startswith("best.")}
+        best.state = saved or None
         log.truncate_after(start)
-        log.text(f"resumed from {ckpt_file.name} at iteration {start} of {total}")
+        log.text(f"resumed from {ckpt_name} at iteration {start} of {total}")
     elif resume:
+        log.truncate_after(0)
         log.text("no checkpoint found; starting from iteration 0")
     if start >= total:
         log.text(f"nothing to do: the run already has {start} iterations (asked for {total})")
+    net = wrap(model, dev) if world.active else model  # the training forward goes through net
 
     def prepare(xb: torch.Tensor) -> torch.Tensor:
         return norm.apply(xb)
 
+    def score(ds: Dataset) -> dict[str, float]:
+        """Loss and accuracy on ``ds``, each worker scoring its share."""
+        if world.active:
+            copy_buffers_from_main(model)
+        net.eval()
+        x, y = (t.to(dev) for t in ds.tensors())
+        share = world.part(len(ds))
+        logits = batched_logits(model, x[share], prepare, recipe.data.eval_batch_size)
+        sums = [
+            F.cross_entropy(logits, y[share], reduction="sum"),
+            (logits.argmax(1) == y[share]).sum(),
+        ]
+        net.train()
+        loss_sum, correct = (
+            sum_over_workers(sums, dev) if world.active else [float(t) for t in sums]
+        )
+        return {"loss": loss_sum / len(ds), "accuracy": correct / len(ds)}
+
     def validate(it: int) -> dict[str, float] | None:
-        if val_ds is None:
-            return None
-        model.eval()
-        vx, vy = (t.to(dev) for t in val_ds.tensors())
-        logits = batched_logits(model, vx, prepare, recipe.data.eval_batch_size)
-        model.train()
-        return {
-            "loss": float(F.cross_entropy(logits, vy)),
-            "accuracy": float((logits.argmax(1) == vy).float().mean()),
-        }
+        return None if val_ds is None else score(val_ds)
 
     def checkpoint(it: int) -> None:
         extra = {f"best.{k}": v for k, v in (best.state or {}).items()}
+        if world.active:
+            extra["rng.workers"] = gather_rng_states(world, dev)
+        if not world.is_main:
+            return
         info = {
             "iteration": it,
             "elapsed": elapsed,
@@ -268,7 +406,7 @@ def train(
     run_seen, busy, t_mark = 0, 0.0, time.perf_counter()
     order, order_epoch = None, -1
     lr = lr_at(recipe.schedule, recipe.solver.lr, start, total)
-    model.train()
+    net.train()
     log.start(start)
     it = start
     while it < total:
@@ -277,16 +415,23 @@ def train(
             order, order_epoch = epoch_order(seed, epoch, n).to(dev), epoch
         idx = order[pos * bs : (pos + 1) * bs]
         xb, yb = x_all[idx], y_all[idx]
-        if augment is not None:
+        if augment is not None:  # the whole batch, so each image gets what one process gives it
             gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * it + 1)
             xb = augment(xb.cpu(), gen).to(dev)
+        weight = 1.0
+        if world.active:
+            # DDP averages gradients over workers, so a share of b of the batch's B images
+            # is weighted b*W/B: the average is then the gradient of the whole batch's mean.
+            share = world.part(idx.shape[0])
+            weight = (share.stop - share.start) * world.size / idx.shape[0]
+            xb, yb = xb[share], yb[share]
         lr = lr_at(recipe.schedule, recipe.solver.lr, it, total)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
-        logits = model(prepare(xb))
+        logits = net(prepare(xb))
         loss = F.cross_entropy(logits, yb, label_smoothing=smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if weight == 1.0 else loss * weight).backward()
         optimizer.step()
         run_loss += loss.detach() * yb.shape[0]
         run_correct += (logits.detach().argmax(1) == yb).sum()
@@ -299,19 +444,23 @@ def train(
             busy += now - t_mark
             compute += now - t_mark
             elapsed = elapsed0 + (now - wall0)
+            sums = [run_loss, run_correct, run_seen]
+            loss_sum, correct, seen = (
+                sum_over_workers(sums, dev) if world.active else [float(v) for v in sums]
+            )
             log.event(
                 phase="train",
                 iter=it,
                 epoch=it / ipe,
-                loss=float(run_loss) / run_seen,
-                accuracy=float(run_correct) / run_seen,
+                loss=loss_sum / seen,
+                accuracy=correct / seen,
                 lr=lr,
                 elapsed=elapsed,
-                samples_per_s=run_seen / busy if busy > 0 else 0.0,
+                samples_per_s=seen / busy if busy > 0 else 0.0,
             )
             run_loss.zero_()
             run_correct.zero_()
-            run_seen, busy, t_mark = 0, 0.0, now
+            run_seen, busy, t_mark = 0, 0.0, time.perf_counter()
         do_val = it % val_every == 0 or last
         do_ckpt = (ckpt_every and it % ckpt_every == 0) or last or best.should_stop
         if do_val or do_ckpt:
@@ -322,7 +471,17 @@ def train(
             if val is not None:
                 best.update(val, it, model)
                 elapsed = elapsed0 + (time.perf_counter() - wall0)
-                log.event(phase="val", iter=it, epoch=it / ipe, lr=lr, elapsed=elapsed, **val)
+                log.event(
+                    phase="val",
+                    iter=it,
+                    epoch=it / ipe,
+                    lr=lr,
+                    elapsed=elapsed,
+                    train_seconds=round(compute, 4),  # optimisation only, as in model.json
+                    **val,
+                )
+                if on_validation is not None:
+                    on_validation(it, val)
         if do_ckpt:
             elapsed = elapsed0 + (time.perf_counter() - wall0)
             checkpoint(it)
@@ -336,10 +495,9 @@ def train(
     # The artifact: best validation weights when selecting, else the final ones.
     if best.state is not None:
         model.load_state_dict(best.state)
-    model.eval()
     from digitlab.data.dataset import load_split
 
-    test = evaluate_model(model, load_split("test"), prepare, recipe.data.eval_batch_size)
+    test = score(load_split("test"))
     val_final = validate(it)
     metrics: dict[str, Any] = {
         "test_accuracy": test["accuracy"],
@@ -349,21 +507,24 @@ def train(
         "train_seconds": round(compute, 3),  # optimisation steps only
         "wall_seconds": round(elapsed, 3),  # including validation and checkpoints
     }
+    if world.active:
+        metrics["workers"] = world.size
     if val_final is not None:
         metrics.update(val_accuracy=val_final["accuracy"], val_loss=val_final["loss"])
     if best.metric:
         metrics.update(selected_by=best.metric, selected_iter=best.iteration)
-    meta = {
-        "architecture": recipe.model.name,
-        "model_kwargs": dict(recipe.model.options),
-        "normalization": [norm.shift, norm.scale],
-        "classes": list(range(10)) + (["not-a-digit"] if classes == 11 else []),
-        "recipe": recipe.model_dump(mode="json"),
-        "metrics": metrics,
-        "data_digests": digests,
-        "trained_on": train_ds.name,
-    }
-    save_artifact(run_dir, model, meta)
+    if world.is_main:
+        meta = {
+            "architecture": recipe.model.name,
+            "model_kwargs": dict(recipe.model.options),
+            "normalization": [norm.shift, norm.scale],
+            "classes": list(range(10)) + (["not-a-digit"] if classes == 11 else []),
+            "recipe": recipe.model_dump(mode="json"),
+            "metrics": metrics,
+            "data_digests": digests,
+            "trained_on": train_ds.name,
+        }
+        save_artifact(run_dir, model.eval(), meta)
     log.event(
         phase="test",
         iter=it,
@@ -378,4 +539,4 @@ def train(
         f"test accuracy {test['accuracy']:.4%}"
     )
     log.close()
-    return RunResult(run_dir, metrics, it)
+    return RunResult(run_dir, metrics, it, world.rank)
