@@ -81,13 +81,17 @@ def export_checked(
 
 def _normalised_torch_model(folder: Path):
     """The artifact's model with its normalisation in front: uint8 (N,28,28) -> logits."""
-    import torch
-
     from digitlab.artifact import load_artifact
     from digitlab.models.registry import Normalization
 
     model, meta = load_artifact(folder)
-    norm = Normalization(*meta["normalization"])
+    return with_normalization(model, Normalization(*meta["normalization"]))
+
+
+def with_normalization(model, norm):
+    """``model`` behind its input scaling, in eval mode: uint8 (N,28,28) -> logits; the form
+    every exported graph and every benchmarked backend takes."""
+    import torch
 
     class Normalised(torch.nn.Module):
         def __init__(self) -> None:
@@ -98,6 +102,12 @@ def _normalised_torch_model(folder: Path):
             return self.model(norm.apply(pixels))
 
     return Normalised().eval()
+
+
+def onnx_bytes(model, weights_digest: str = "") -> bytes:
+    """The ONNX graph (uint8 pixels -> logits) of a module made by :func:`with_normalization`,
+    unchecked: :func:`export_checked` is the path that compares it with torch."""
+    return _to_onnx_bytes(model, weights_digest)
 
 
 def _to_onnx_bytes(model, weights_digest: str) -> bytes:
