@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from digitlab.models.registry import MNIST_STD, register_model
@@ -12,17 +13,30 @@ def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
+def nhwc(model: nn.Module) -> nn.Module:
+    """Conv weights in channels-last order. A one-channel (N,1,28,28) input is already valid
+    NHWC, so every activation after the first conv stays NHWC with no conversion."""
+    return model.to(memory_format=torch.channels_last)
+
+
 @register_model(
     "mnist-fast",
     normalization=MNIST_STD,
     description="3 x (conv 3x3, batch norm, ReLU, pool) 16/32/64 ch, fc 128, fc 10",
     tutorial="digitlab's own default",
 )
-def mnist_fast(width: int = 16, hidden: int = 128, dropout: float = 0.0, num_classes: int = 10):
+def mnist_fast(
+    width: int = 16,
+    hidden: int = 128,
+    dropout: float = 0.0,
+    num_classes: int = 10,
+    channels_last: bool = False,
+):
     """28 -> 14 -> 7 -> 3 px. Measured on 2 EPYC cores, batch 128: 6,500-7,300 training
-    samples/s; the ``default`` recipe (5 epochs of train50k) reached 99.54% test in 44 s."""
+    samples/s; the ``default`` recipe (5 epochs of train50k) reached 99.54% test in 44 s.
+    ``channels_last`` keeps activations NHWC, which oneDNN's CPU kernels run faster."""
     w = width
-    return nn.Sequential(
+    model = nn.Sequential(
         *conv_bn_relu(1, w),
         nn.MaxPool2d(2),
         *conv_bn_relu(w, 2 * w),
@@ -35,6 +49,7 @@ def mnist_fast(width: int = 16, hidden: int = 128, dropout: float = 0.0, num_cla
         nn.ReLU(),
         nn.Linear(hidden, num_classes),
     )
+    return nhwc(model) if channels_last else model
 
 
 @register_model(
@@ -43,12 +58,14 @@ def mnist_fast(width: int = 16, hidden: int = 128, dropout: float = 0.0, num_cla
     description="VGG-style: 2 x conv 3x3 per stage (16/32 ch), conv 64, BN, dropout, fc 10",
     tutorial="digitlab's accuracy model (recipe `modern`, ensemble `best`)",
 )
-def mnist_vgg(width: int = 16, dropout: float = 0.3, num_classes: int = 10) -> nn.Module:
+def mnist_vgg(
+    width: int = 16, dropout: float = 0.3, num_classes: int = 10, channels_last: bool = False
+) -> nn.Module:
     """Two convolutions per stage see 5x5 context at the cost of 3x3 weights, the way VGG
     nets do; 28 -> 14 -> 7 -> 3 px, then one dropout and a linear classifier. 5.5 M MACs
     per digit, 2.7x mnist-fast, so it trains at about a third of its speed."""
     w = width
-    return nn.Sequential(
+    model = nn.Sequential(
         *conv_bn_relu(1, w),
         *conv_bn_relu(w, w),
         nn.MaxPool2d(2),
@@ -61,3 +78,4 @@ def mnist_vgg(width: int = 16, dropout: float = 0.3, num_classes: int = 10) -> n
         nn.Dropout(dropout),
         nn.Linear(4 * w * 3 * 3, num_classes),
     )
+    return nhwc(model) if channels_last else model
