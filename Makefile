@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,tensorboard]'
+	$(BIN)/pip install --quiet -e '.[dev,tensorboard,sweep,openvino]'
 	touch $(STAMP)
 
 ifndef RUN_DIR

@@ -99,4 +99,3 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Modu
         arch = meta["architecture"]
         raise DigitlabError(f"{folder / WEIGHTS}: weights do not fit {arch}: {first}") from None
     return model.to(device).eval(), meta
-

@@ -243,6 +243,25 @@ def _run_name(recipe: str) -> str:
     is_flag=True,
     help="Also log to RUN/tensorboard/ (needs the tensorboard package).",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Train data-parallel in this many local worker processes (several machines: torchrun).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    help="Torch threads per worker [$OMP_NUM_THREADS, else the cores / local workers].",
+)
+@click.option(
+    "--worker-timeout",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Seconds a worker waits for the others before the job stops.",
+)
 def train_cmd(
     recipe: str | None,
     overrides: tuple[str, ...],
@@ -253,17 +272,28 @@ def train_cmd(
     device: str,
     progress: bool | None,
     tensorboard: bool,
+    nproc: int,
+    threads: int | None,
+    worker_timeout: float,
 ) -> None:
-    """Train a RECIPE (a name from recipes/ or a .toml path; default: `default`)."""
+    """Train a RECIPE (a name from recipes/ or a .toml path; default: `default`).
+
+    With --nproc N, or under torchrun, the workers share every batch (DistributedDataParallel)
+    and rank 0 writes the run folder; see the README.
+    """
+    import os
     from pathlib import Path
 
     from digitlab.recipes import load_recipe
+    from digitlab.train.distributed import WorkerFailedError, launch_workers
     from digitlab.train.loop import train
 
     if epochs is not None and iters is not None:
         raise click.UsageError("give --epochs or --iters, not both")
     if resume and not out:
         raise click.UsageError("--resume needs --out RUN_FOLDER")
+    if nproc > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        raise click.UsageError("--nproc starts workers; under torchrun use --nproc_per_node")
     if resume and recipe is None and (Path(out) / "recipe.toml").is_file():
         recipe = str(Path(out) / "recipe.toml")
     if epochs is not None:
@@ -272,9 +302,33 @@ def train_cmd(
         overrides += (f"train.iters={iters}",)
     spec = load_recipe(recipe or "default", overrides)
     run_dir = out or _run_name(recipe or "default")
-    result = train(
-        spec, run_dir, resume=resume, device=device, progress=progress, tensorboard=tensorboard
-    )
+    try:
+        if nproc > 1:
+            args = ["train", recipe or "default", "--out", run_dir, "--device", device]
+            args += [a for o in overrides for a in ("--set", o)]
+            args += ["--worker-timeout", str(worker_timeout)]
+            args += ["--threads", str(threads)] if threads else []
+            args += ["--resume"] if resume else []
+            args += ["--tensorboard"] if tensorboard else []
+            args += [] if progress is None else ["--progress" if progress else "--no-progress"]
+            launch_workers(spec, run_dir, resume, nproc, args)  # rank 0 prints the result
+            return
+        result = train(
+            spec,
+            run_dir,
+            resume=resume,
+            device=device,
+            progress=progress,
+            tensorboard=tensorboard,
+            threads=threads,
+            timeout_s=worker_timeout,
+        )
+    except WorkerFailedError as exc:
+        if str(exc):
+            click.echo(f"digitlab: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if result.rank != 0:
+        return
     m = result.metrics
     click.echo(
         f"test accuracy {m['test_accuracy']:.2%} (loss {m['test_loss']:.4f}) "
@@ -401,6 +455,165 @@ def predict_cmd(
         sys.exit(2)
 
 
+# ---------------------------------------------------------------------------- sweep
+
+
+@cli.command("sweep")
+@click.argument("recipe")
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    metavar="KEY=V1,V2,...",
+    help="Train every combination of these values (repeatable). A,B,...,Z counts from A to Z "
+    "in steps of B-A; A,B,C,...,Z with a constant ratio multiplies (32,64,128,...,512).",
+)
+@click.option(
+    "--optuna",
+    "trials",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Add N trials of an Optuna TPE search over the --range fields to the study.",
+)
+@click.option(
+    "--range",
+    "ranges",
+    multiple=True,
+    metavar="KEY=LO:HI[:log|:STEP]|KEY=A,B,...",
+    help="A field --optuna searches (repeatable): numbers from LO to HI (integers when both "
+    "are written as integers), log-uniform with :log, or one of the listed values.",
+)
+@set_option
+@click.option("--epochs", type=float, help="Train each trial this many epochs.")
+@click.option("--iters", type=int, help="Train each trial this many iterations.")
+@click.option(
+    "--objective",
+    type=click.Choice(["val_accuracy", "val_loss"]),
+    default="val_accuracy",
+    show_default=True,
+    help="What ranks the trials (validation data only; never test).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Sweep folder: trial-NNN/ runs, results.csv/.json, sweep.png [runs/sweep-<recipe>].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Trials trained at once, in separate processes of cores/N torch threads each "
+    "($OMP_NUM_THREADS when set).",
+)
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="Optuna database any process or machine can join, e.g. postgresql://u:p@host/db "
+    "[sqlite:///OUT/study.db].",
+)
+@click.option("--study-name", help="The Optuna study to create or join [the --out folder name].")
+@click.option(
+    "--prune/--no-prune",
+    default=True,
+    show_default=True,
+    help="Stop an Optuna trial scoring below the median of finished trials at a validation.",
+)
+@click.option(
+    "--prune-after",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Finished trials needed before pruning starts.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    help="Seed of the TPE sampler, offset by the worker and the study's trials so far [random].",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def sweep_cmd(
+    recipe: str,
+    grids: tuple[str, ...],
+    trials: int | None,
+    ranges: tuple[str, ...],
+    overrides: tuple[str, ...],
+    epochs: float | None,
+    iters: int | None,
+    objective: str,
+    out: str | None,
+    workers: int,
+    storage: str | None,
+    study_name: str | None,
+    prune: bool,
+    prune_after: int,
+    seed: int | None,
+    device: str,
+) -> None:
+    """Train RECIPE once per setting and rank the trials by validation score.
+
+    \b
+    digitlab sweep gluon-lenet5 --grid solver.lr=0.15,0.5,1.0,1.5 \\
+        --grid data.batch_size=64,256 --set data.train_split=train50k --set data.val_split=val
+    digitlab sweep caffe-lenet --optuna 30 --range solver.lr=0.001:0.1:log \\
+        --range data.batch_size=32,64,128,256 --epochs 2 --workers 2
+
+    Each trial trains into OUT/trial-NNN. Running a grid again reuses its finished trials;
+    running --optuna again adds trials to the study, which other processes may share (same
+    --out, or the same --storage and --study-name).
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from digitlab.sweep import SweepSpec, parse_grid, parse_range, run_sweep, table
+
+    if epochs is not None and iters is not None:
+        raise click.UsageError("give --epochs or --iters, not both")
+    if epochs is not None:
+        overrides += (f"train.epochs={epochs}",)
+    if iters is not None:
+        overrides += (f"train.iters={iters}",)
+    spec = SweepSpec(
+        recipe=recipe,
+        out=Path(out or Path("runs") / f"sweep-{Path(recipe).stem}"),
+        grid=tuple(parse_grid(g) for g in grids),
+        ranges=tuple(parse_range(r) for r in ranges),
+        trials=trials or 0,
+        overrides=overrides,
+        objective=objective,  # type: ignore[arg-type]
+        workers=workers,
+        storage=storage,
+        study_name=study_name,
+        prune=prune,
+        prune_after=prune_after,
+        seed=seed,
+        device=device,
+    )
+    result = run_sweep(spec, echo=_echo_stderr)
+    header, rows = table(result)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    view = Table(
+        title=f"{spec.recipe}: {len(rows)} trials, best first by {spec.objective}",
+        caption="* test accuracy is shown for reference only; trials are ranked on validation",
+    )
+    for col in header:
+        view.add_column(col, justify="left" if col == "state" else "right")
+    for row in rows:
+        view.add_row(*row)
+    console.print(view)
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
+def _echo_stderr(line: str) -> None:
+    """Progress lines of a sweep (module level, so worker processes can receive it)."""
+    click.echo(line, err=True)
+
+
 # ---------------------------------------------------------------------------- models
 
 
@@ -516,6 +729,110 @@ def report_cmd(run: str, out: str | None) -> None:
     from digitlab.viz.report import write_report
 
     click.echo(f"wrote {write_report(run, out)}")
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+@cli.command("bench")
+@click.argument("model", metavar="MODEL_OR_RUN")
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(1), help="Batch size.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N] (torch only).")
+@click.option("--threads", type=click.IntRange(1), help="Threads / cores to use [all available].")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    metavar="NAME[:VARIANT]",
+    help="Backends to time (repeatable) [torch-eager, torch-compile, ort-fp32, ort-int8, "
+    "openvino-fp32, openvino-int8]; also openvino-bf16. Int8 variants, e.g. "
+    "ort-int8:qdq-pt-s8: qop|qdq, pc|pt (per channel/tensor), s8|u8 weights, rr (7-bit "
+    "weights), fc (first conv in fp32).",
+)
+@click.option(
+    "--parallel",
+    type=click.Choice(["batch", "intra"]),
+    default="batch",
+    show_default=True,
+    help="ONNX Runtime/OpenVINO: 32-digit slices side by side (one thread each), or the "
+    "whole batch on multi-threaded kernels.",
+)
+@click.option("--repeats", default=7, show_default=True, type=click.IntRange(1),
+              help="Interleaved timing rounds; the median is reported.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_cmd(
+    model: str,
+    batch: int,
+    device: str,
+    threads: int | None,
+    backends: tuple[str, ...],
+    parallel: str,
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """Time a model as `caffe time` does (forward, backward, per layer) and its inference on
+    every backend: images/s, latency, GFLOP/s and MNIST test accuracy side by side.
+
+    MODEL_OR_RUN is a zoo name (random weights: timings only, accuracy n/a) or a run/model
+    folder (its trained weights; accuracy on the 10,000 test digits).
+    """
+    from digitlab.bench import BACKENDS, bench
+
+    r = bench(
+        model, batch, device, threads=threads, backends=backends or BACKENDS,
+        parallel=parallel, repeats=repeats,
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), indent=2))
+        return
+    _print_bench(r)
+
+
+def _print_bench(r) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from digitlab.bench import BACKEND_COLUMNS, backend_rows, layer_rows
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    t = r.training
+    console.print(
+        f"{r.model} ({'trained: ' + r.source if r.trained else 'untrained zoo model'}), "
+        f"batch {r.batch}, {r.device}, {r.threads} threads; {r.params:,} parameters, "
+        f"{r.flops_per_image / 1e6:.2f} MFLOPs per image"
+    )
+    console.print(
+        f"training step: forward {t['forward_ms']:.3f} ms, backward {t['backward_ms']:.3f} ms, "
+        f"forward+backward {t['forward_backward_ms']:.3f} ms per batch "
+        f"({t['images_per_s']:,.0f} images/s)"
+    )
+    mem = r.activation_bytes
+    console.print(
+        f"activation memory per batch: {mem['saved_for_backward'] / 2**20:.2f} MiB saved for "
+        f"backward, {mem['layer_outputs'] / 2**20:.2f} MiB of layer outputs"
+    )
+    layers = Table(title="per layer (training step, mean per batch)")
+    for col in ("layer", "type", "output", "params", "MFLOPs", "forward ms", "backward ms"):
+        layers.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    for row in layer_rows(r):
+        layers.add_row(*row)
+    console.print(layers)
+    peak = ", ".join(f"{k} {v:.0f}" for k, v in r.peak_gflops.items())
+    table = Table(
+        title=f"inference, batch {r.batch} (median of {r.repeats} interleaved rounds)",
+        caption=f"fp32 2048x2048 matmul peak, GFLOP/s: {peak}; int8/bf16 count fp32 FLOPs"
+        if peak
+        else None,
+    )
+    for col in BACKEND_COLUMNS:
+        table.add_column(col, justify="left" if col in ("backend", "precision") else "right")
+    for row in backend_rows(r):
+        table.add_row(*row)
+    console.print(table)
+    for b in r.backends:
+        console.print(f"  {b.name}: {b.detail or b.status}", highlight=False)
 
 
 # ---------------------------------------------------------------------------- export / serve

@@ -173,9 +173,7 @@ class Predictor:
     trained with an eleventh "not a digit" class use it for rejection.
     """
 
-    def __init__(
-        self, model: str | os.PathLike | None = None, backend: str = "torch"
-    ) -> None:
+    def __init__(self, model: str | os.PathLike | None = None, backend: str = "torch") -> None:
         from digitlab.artifact import read_meta
 
         self.folder = resolve_model(model)

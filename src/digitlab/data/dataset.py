@@ -46,9 +46,7 @@ class Dataset:
             raise DigitlabError(
                 f"{self.name}: {self.images.shape[0]} images but {self.labels.shape[0]} labels"
             )
-        if self.labels.size and (
-            self.labels.min() < 0 or self.labels.max() >= self.num_classes
-        ):
+        if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
             raise DigitlabError(f"{self.name}: labels must lie in 0-{self.num_classes - 1}")
 
     def __len__(self) -> int:
