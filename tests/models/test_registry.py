@@ -64,6 +64,20 @@ def test_mnist_fast_is_registered_and_small():
     assert count_params(create_model("mnist-fast")) < 200_000
 
 
+def test_mnist_vgg_options_change_the_network_not_its_function():
+    """`deep` adds a conv and a hidden layer; `channels_last` only changes memory layout."""
+    torch.manual_seed(0)
+    plain = create_model("mnist-vgg").eval()
+    assert count_params(plain) == 40_794
+    assert count_params(create_model("mnist-vgg", deep=True)) == 147_162
+    nhwc = create_model("mnist-vgg", channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = MNIST_01.apply(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8))
+    with torch.no_grad():
+        assert torch.allclose(plain(x), nhwc(x), atol=1e-5)
+
+
 def test_unknown_model_is_a_user_error_listing_the_known_names():
     with pytest.raises(DigitlabError, match="unknown model 'lenet-9'.*lenet-caffe"):
         create_model("lenet-9")

@@ -59,12 +59,23 @@ def mnist_fast(
     tutorial="digitlab's accuracy model (recipe `modern`, ensemble `best`)",
 )
 def mnist_vgg(
-    width: int = 16, dropout: float = 0.3, num_classes: int = 10, channels_last: bool = False
+    width: int = 16,
+    dropout: float = 0.3,
+    num_classes: int = 10,
+    channels_last: bool = False,
+    deep: bool = False,
 ) -> nn.Module:
     """Two convolutions per stage see 5x5 context at the cost of 3x3 weights, the way VGG
     nets do; 28 -> 14 -> 7 -> 3 px, then one dropout and a linear classifier. 5.5 M MACs
-    per digit, 2.7x mnist-fast, so it trains at about a third of its speed."""
+    per digit, 2.7x mnist-fast, so it trains at about a third of its speed. ``deep`` adds
+    capacity where it is cheap, at 7 px: a second 64-channel conv in the last stage and a
+    128-unit hidden layer (+1.9 M MACs, 3.2x the parameters)."""
     w = width
+    stage3 = conv_bn_relu(2 * w, 4 * w) + (conv_bn_relu(4 * w, 4 * w) if deep else [])
+    head: list[nn.Module] = [nn.Flatten(), nn.Dropout(dropout)]
+    if deep:
+        head += [nn.Linear(4 * w * 3 * 3, 128), nn.ReLU(), nn.Dropout(dropout)]
+    head.append(nn.Linear(128 if deep else 4 * w * 3 * 3, num_classes))
     model = nn.Sequential(
         *conv_bn_relu(1, w),
         *conv_bn_relu(w, w),
@@ -72,10 +83,8 @@ def mnist_vgg(
         *conv_bn_relu(w, 2 * w),
         *conv_bn_relu(2 * w, 2 * w),
         nn.MaxPool2d(2),
-        *conv_bn_relu(2 * w, 4 * w),
+        *stage3,
         nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Dropout(dropout),
-        nn.Linear(4 * w * 3 * 3, num_classes),
+        *head,
     )
     return nhwc(model) if channels_last else model
