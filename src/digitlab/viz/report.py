@@ -239,9 +239,12 @@ def _header(
     )
     status = "finished" if meta else "in progress"
     toc = " · ".join(f"<a href='#{sid}'>{_e(t.split(' (')[0])}</a>" for sid, t in SECTIONS.items())
+    folder = os.path.relpath(run.resolve())  # a shared report should not show a home path
+    if folder.startswith(".."):
+        folder = str(run.resolve())
     return (
         f"<header><h1>{_e(run.resolve().name)}</h1>"
-        f"<p class='sub'>model <b>{_e(arch)}</b> · run {status} · folder {_e(run.resolve())}</p>"
+        f"<p class='sub'>model <b>{_e(arch)}</b> · run {status} · folder {_e(folder)}</p>"
         f"<div class='tiles'>{cards}</div><nav>{toc}</nav></header>"
     )
 
