@@ -90,13 +90,18 @@ def url(server):
 
 
 @pytest.fixture
-def hanging_url():
+def hanging_socket():
     """A socket that accepts connections (kernel backlog) and never answers."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    yield sock
     sock.close()
+
+
+@pytest.fixture
+def hanging_url(hanging_socket):
+    return f"http://127.0.0.1:{hanging_socket.getsockname()[1]}/"
 
 
 @pytest.fixture(autouse=True)
@@ -139,6 +144,38 @@ def test_hanging_mirror_times_out_quickly_and_falls_back(tmp_path, url, hanging_
     report = _fetch(tmp_path, hanging_url, url("good"))
     assert set(report.sources.values()) == {url("good")}
     assert time.monotonic() - start < 4 * 1 + 6  # one 1 s timeout per file, plus transfer
+
+
+def test_a_mirror_that_never_answers_is_not_waited_on_again_for_the_other_files(
+    tmp_path, url, hanging_socket, hanging_url
+):
+    report = _fetch(tmp_path, hanging_url, url("good"))
+    assert set(report.sources.values()) == {url("good")}
+    hanging_socket.setblocking(False)
+    connections = 0
+    while True:
+        try:
+            conn, _ = hanging_socket.accept()
+        except BlockingIOError:
+            break
+        conn.close()
+        connections += 1
+    assert connections == 1  # the first file's attempt only, not one per file
+
+
+def test_unreadable_local_mirror_file_is_a_failure_not_a_crash(tmp_path, url, monkeypatch):
+    import shutil
+
+    def denied(src, dst, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for spec in MNIST_FILES:
+        (mirror / spec.name).write_bytes(b"x")
+    monkeypatch.setattr(shutil, "copyfile", denied)
+    with pytest.raises(DigitlabError, match="unreadable \\(Permission denied\\)"):
+        _fetch(tmp_path / "cache", str(mirror))
 
 
 def test_all_mirrors_failing_names_each_and_leaves_nothing_in_the_cache(tmp_path, url, hanging_url):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from digitlab.data.dataset import split_of
 from digitlab.data.formats import read_dataset
@@ -41,3 +44,31 @@ def test_folder_of_idx_files_reads_every_split(mnist, mnist_mirror):
         expected = split_of(mnist, split)
         assert np.array_equal(ds.images, expected.images), split
         assert np.array_equal(ds.labels, expected.labels), split
+
+
+def test_data_info_reports_what_the_data_holds(cli, mnist, digitlab_home):
+    done = cli("data", "info", "--json")
+    assert done.returncode == 0, done.stderr.decode()
+    info = json.loads(done.stdout)
+    train, test = mnist["train"], mnist["test"]
+    for name, ds in (("train", train), ("test", test)):
+        s = info["splits"][name]
+        assert s["count"] == len(ds)
+        assert s["class_counts"] == np.bincount(ds.labels, minlength=10).tolist()
+        assert s["pixel_mean"] == pytest.approx(ds.images.mean(), abs=1e-3)
+    assert info["splits"]["train50k"]["count"] + info["splits"]["val"]["count"] == 60000
+    assert {n: f["sha256"] for n, f in info["files"].items()} == {
+        spec.name: spec.raw_sha256
+        for spec in MNIST_FILES  # of the decompressed content
+    }
+    assert str(digitlab_home) in info["cache_dir"]
+    table = cli("data", "info").stdout.decode()
+    assert "60,000" in table and "5,923" in table and "cache:" in table
+
+
+def test_data_info_with_an_unusable_cache_dir_is_one_line_exit_2(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = cli("data", "info", "--cache-dir", str(blocker / "cache"))
+    err = done.stderr.decode()
+    assert done.returncode == 2 and err.count("\n") == 1 and "cache" in err, err

@@ -171,6 +171,11 @@ def check_idx_header(header: bytes, spec: MnistFile) -> None:
 Progress = Callable[[str, int, int | None], None]  # (file name, bytes so far, total or None)
 
 
+class _Unreachable(ValueError):
+    """The mirror did not answer at all (timeout, refused, no route): the other files would
+    fare no better there, so the fetch skips it for them instead of waiting again."""
+
+
 def _download(
     url: str, dest: Path, timeout: float, retries: int, progress: Progress | None
 ) -> None:
@@ -198,15 +203,15 @@ def _download(
                 raise ValueError(f"HTTP {exc.code}") from None  # permanent: do not retry
             last = ValueError(f"HTTP {exc.code}")
         except TimeoutError:
-            last = ValueError(f"timed out after {timeout:g}s")
+            last = _Unreachable(f"timed out after {timeout:g}s")
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, TimeoutError | socket.timeout):
-                last = ValueError(f"timed out after {timeout:g}s")
+                last = _Unreachable(f"timed out after {timeout:g}s")
             else:
-                last = ValueError(f"unreachable ({reason})")
+                last = _Unreachable(f"unreachable ({reason})")
         except (ConnectionError, OSError) as exc:
-            last = ValueError(f"connection failed ({exc})")
+            last = _Unreachable(f"connection failed ({exc})")
         except http.client.HTTPException as exc:  # a cut chunked body, a non-HTTP server
             last = ValueError(f"bad HTTP response ({type(exc).__name__})")
         except ValueError as exc:
@@ -218,7 +223,10 @@ def _download(
 def _copy_local(src: Path, dest: Path) -> None:
     if not src.is_file():
         raise ValueError("no such file")
-    shutil.copyfile(src, dest)
+    try:
+        shutil.copyfile(src, dest)
+    except OSError as exc:  # a permission error, a disk error: this mirror fails, not the fetch
+        raise ValueError(f"unreadable ({exc.strerror or exc})") from None
 
 
 # ---------------------------------------------------------------------------- cache
@@ -273,6 +281,7 @@ def fetch_mnist(
     order = list(mirrors) if mirrors is not None else mirror_list(mirror)
     sources: dict[str, str] = {}
     digests: dict[str, str] = {}
+    dead: dict[str, str] = {}  # mirror -> why it did not answer: not tried again this fetch
     for spec in MNIST_FILES:
         if _cached_ok(cache, spec, manifest):
             sources[spec.name] = "cache"
@@ -280,6 +289,9 @@ def fetch_mnist(
             continue
         failures: list[str] = []
         for m in order:
+            if m in dead:
+                failures.append(f"{m} (skipped: {dead[m]} for an earlier file)")
+                continue
             fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=cache)
             os.close(fd)
             tmp = Path(tmp_name)
@@ -292,6 +304,8 @@ def fetch_mnist(
                 os.replace(tmp, cache / spec.name)
             except ValueError as exc:
                 failures.append(f"{m} ({exc})")
+                if isinstance(exc, _Unreachable):
+                    dead[m] = str(exc)
                 continue
             except KeyboardInterrupt:
                 raise
