@@ -958,6 +958,10 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:  # the file system said no (a missing folder, permissions, disk full)
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"digitlab: error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,13 @@ def test_export_of_a_folder_without_a_model_fails_in_one_line(tmp_path, cli):
     assert done.returncode == 2
     assert done.stderr.decode().count("\n") == 1
     assert "model.json" in done.stderr.decode()
+
+
+def test_export_to_a_place_that_cannot_be_written_fails_in_one_line(model_copy, tmp_path, cli):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = cli("export", str(model_copy), "--out", str(blocker / "sub" / "m.onnx"))
+    err = done.stderr.decode()
+    assert done.returncode == 2 and err.count("\n") == 1, err
+    assert err.startswith("digitlab: error: ") and "Traceback" not in err
+    assert not (blocker.parent / "sub").exists()
