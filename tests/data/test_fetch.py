@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from digitlab.data.sources import MNIST_FILES, fetch_mnist
+from digitlab.data.sources import MIRROR_ENV, MNIST_FILES, PUBLIC_MIRRORS, fetch_mnist, mirror_list
 from digitlab.errors import DigitlabError
 
 
@@ -38,6 +38,11 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
         if mode == "missing" or not file.is_file():
             self.send_error(404)
             return
+        if mode == "flaky":  # every file's first request: 503, as an overloaded server says
+            seen = self.server.requests.count(self.path)  # type: ignore[attr-defined]
+            if seen == 1:
+                self.send_error(503)
+                return
         body = file.read_bytes()
         if mode == "garbage":  # not HTTP at all
             self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n")
@@ -137,6 +142,34 @@ def test_broken_mirror_falls_back_to_the_next(tmp_path, url, mode):
     assert report.digests == _expected_digests()
     assert set(report.sources.values()) == {url("good")}
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_503_is_retried_and_the_second_answer_is_used(tmp_path, url, server):
+    progress: dict[str, list[int]] = {}
+
+    def record(name: str, done: int, total: int | None) -> None:
+        progress.setdefault(name, []).append(done)
+
+    report = fetch_mnist(tmp_path, mirrors=[url("flaky")], timeout=5, retries=1, progress=record)
+    assert report.digests == _expected_digests()
+    for spec in MNIST_FILES:
+        assert server.requests.count(f"/flaky/{spec.name}") == 2
+        done = progress[spec.name]
+        assert done == sorted(done) and done[-1] == (tmp_path / spec.name).stat().st_size
+
+
+def test_without_retries_a_503_moves_on_and_is_named(tmp_path, url):
+    with pytest.raises(DigitlabError, match="HTTP 503"):
+        _fetch(tmp_path, url("flaky"))
+
+
+def test_the_chosen_mirror_goes_first_then_the_public_ones(monkeypatch):
+    monkeypatch.setenv(MIRROR_ENV, "/from/env")
+    assert mirror_list() == ["/from/env", *PUBLIC_MIRRORS]
+    assert mirror_list("https://mine.example/") == ["https://mine.example/", *PUBLIC_MIRRORS]
+    monkeypatch.delenv(MIRROR_ENV)
+    assert mirror_list() == list(PUBLIC_MIRRORS)
+    assert "ossci-datasets" in PUBLIC_MIRRORS[0] and "lecun" in PUBLIC_MIRRORS[-1]
 
 
 def test_hanging_mirror_times_out_quickly_and_falls_back(tmp_path, url, hanging_url):
