@@ -92,3 +92,12 @@ def test_cli_models_json_lists_flops_and_macs(cli):
     assert rows["lenet-caffe"]["flops"] == totals(summarize("lenet-caffe"))["flops"]
     table = cli("models", "lenet-caffe").stdout.decode()
     assert "FLOPs" in table and "4.60 M" in table
+
+
+def test_cli_models_table_of_the_whole_zoo_keeps_one_row_per_model(cli):
+    """Piped output is not squeezed to 80 columns: each model stays on one line."""
+    rows = json.loads(cli("models", "--json").stdout)
+    lines = cli("models").stdout.decode().splitlines()
+    for row in rows:
+        line = next(x for x in lines if x.startswith(f"│ {row['name']} "))
+        assert f"{row['params']:,}" in line and row["description"] in line

@@ -651,7 +651,7 @@ def models_cmd(pattern: str, as_json: bool) -> None:
     table.add_column("params", justify="right")
     table.add_column("FLOPs", justify="right", no_wrap=True)
     table.add_column("MACs", justify="right", no_wrap=True)
-    table.add_column("input")
+    table.add_column("input", no_wrap=True)
     table.add_column("description")
     for r, e in zip(rows, list_models(pattern), strict=True):
         table.add_row(
@@ -662,7 +662,10 @@ def models_cmd(pattern: str, as_json: bool) -> None:
             str(e.normalization),
             r["description"],
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a log file: no width to fit, keep rows whole
+        console = Console(width=200)
+    console.print(table)
 
 
 # ------------------------------------------------------------- viz: summary, plot, report

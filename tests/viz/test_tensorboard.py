@@ -9,11 +9,8 @@ from digitlab.train.runlog import read_metrics
 pytest.importorskip("tensorboard")
 
 
-def test_tensorboard_scalars_mirror_the_metrics_events(tmp_path, digitlab_home):
+def test_tensorboard_scalars_mirror_the_metrics_events(tmp_path, cli):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from digitlab.recipes import load_recipe
-    from digitlab.train.loop import train
 
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(
@@ -21,7 +18,8 @@ def test_tensorboard_scalars_mirror_the_metrics_events(tmp_path, digitlab_home):
         'val_split = "val"\nbatch_size = 64\n[solver]\noptimizer = "sgd"\nlr = 0.01\n'
         "[train]\niters = 40\nval_interval = 20\ncheckpoint_interval = 40\nlog_interval = 10\n"
     )
-    train(load_recipe(str(recipe)), tmp_path / "run", progress=False, tensorboard=True)
+    done = cli("train", str(recipe), "--out", str(tmp_path / "run"), "--tensorboard")
+    assert done.returncode == 0, done.stderr.decode()
     acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     acc.Reload()
     events = read_metrics(tmp_path / "run")

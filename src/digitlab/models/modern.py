@@ -55,7 +55,8 @@ def mnist_fast(
 @register_model(
     "mnist-vgg",
     normalization=MNIST_STD,
-    description="VGG-style: 2 x conv 3x3 per stage (16/32 ch), conv 64, BN, dropout, fc 10",
+    description="VGG-style: 2 x conv 3x3 per stage (16/32 ch), conv 64, BN, dropout, fc 10 "
+    "(deep=true: 2 x conv 64, fc 128)",
     tutorial="digitlab's accuracy model (recipe `modern`, ensemble `best`)",
 )
 def mnist_vgg(
