@@ -150,10 +150,15 @@ def join(world: World, device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str
     return device
 
 
-def leave() -> None:
+def leave(finished: bool = False) -> None:
+    """Leave the process group. After a finished run every worker first waits for the others:
+    a worker that tears gloo down while a peer still talks to it can die with SIGABRT
+    ("terminate called without an active exception") after a run that succeeded."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -239,12 +239,12 @@ def train(
         result = _train(
             recipe, Path(run_dir), resume, dev, progress, tensorboard, world, on_validation
         )
+        leave(finished=True)
     except BaseException as exc:
         if is_lost_peer(exc):  # the group is broken: no goodbye
             raise lost_peer_error(world, exc) from None
         leave()
         raise
-    leave()
     return result
 
 
