@@ -15,7 +15,7 @@ import torch
 
 from digitlab.recipes import load_recipe
 from digitlab.train.checkpoint import load_checkpoint, parse_checkpoint
-from digitlab.train.distributed import World, threads_per_worker
+from digitlab.train.distributed import LOST_PEER_EXIT, World, _failure, threads_per_worker
 from digitlab.train.loop import check_shards, train
 from digitlab.train.runlog import read_metrics
 
@@ -191,6 +191,28 @@ def test_two_workers_give_one_process_weights_and_only_rank_0_writes(tmp_path):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
         assert b["accuracy"] == pytest.approx(a["accuracy"], abs=1e-3), (a, b)
     assert "data-parallel on 2 workers (gloo)" in (ddp / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("codes", "blamed"),
+    [
+        # the killed worker, its peer aborted by gloo in the same poll (CI saw rank 0 blamed)
+        ({0: -signal.SIGABRT, 1: -signal.SIGKILL}, "worker 1 of 2 (pid 101) was killed by SIGKILL"),
+        ({0: LOST_PEER_EXIT, 1: -signal.SIGSEGV}, "worker 1 of 2 (pid 101) was killed by SIGSEGV"),
+        ({0: -signal.SIGTERM, 1: 3}, "worker 1 of 2 (pid 101) exited with 3"),
+        ({0: -signal.SIGTERM, 1: -signal.SIGABRT}, "worker 1 of 2 (pid 101) was killed by SIGABRT"),
+        ({0: 5, 1: 4}, "worker 0 of 2 (pid 100) exited with 5"),
+    ],
+)
+def test_the_worker_that_caused_a_stop_is_blamed_not_those_that_lost_it(codes, blamed):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    failures = {
+        rank: ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=code, error_file="/none")
+        for rank, code in codes.items()
+    }
+    error = _failure(ChildFailedError("digitlab", failures), nproc=2)
+    assert str(error) == f"{blamed}; all workers stopped"
 
 
 def test_killing_one_worker_stops_the_job_with_one_clear_error(tmp_path):

@@ -331,8 +331,11 @@ def _failure(exc: Any, nproc: int) -> WorkerFailedError:
 
     def blame(item: tuple[int, Any]) -> tuple[int, int]:
         rank, f = item
-        if f.exitcode < 0:  # a signal: SIGTERM is the agent stopping the others
-            return (4 if f.signal_name() == "SIGTERM" else 0, rank)
+        if f.exitcode < 0:
+            # SIGTERM is the agent stopping the others; SIGABRT is what gloo's C++ side does
+            # to a worker whose peer vanished mid-collective (seen in CI: the killed worker
+            # and its aborted peer were reported in one poll)
+            return ({"SIGTERM": 4, "SIGABRT": 3}.get(f.signal_name(), 0), rank)
         order = {2: 1, LOST_PEER_EXIT: 3}
         return (order.get(f.exitcode, 2), rank)
 
