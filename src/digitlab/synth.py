@@ -93,13 +93,31 @@ def non_digits(n: int, seed: int) -> list[tuple[bytes, str]]:
     """``n`` uploads with no digit in them: (bytes, kind) — blank pages, noise, shapes, letters.
 
     A circle or a rectangle can pass for a 0 and a line for a 1; a rejecting model should
-    still be less sure of them than of real digits.
+    still be less sure of them than of real digits. Circles are round (height/width within
+    0.8-1.25): a tall oval is how people write 0, so it is not a non-digit (:func:`ovals`).
     """
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         kind = NON_DIGIT_KINDS[i % len(NON_DIGIT_KINDS)]
         out.append((_non_digit(kind, rng), kind))
+    return out
+
+
+def ovals(n: int, seed: int) -> list[bytes]:
+    """``n`` tall ellipses (height/width 1.4-4): a person reads them as 0, so they are
+    neither counted as non-digits nor as digits; the benchmark reports what the model says."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        w, h = int(rng.integers(64, 401)), int(rng.integers(64, 401))
+        img = Image.new("L", (w, h), 255)
+        bh = int(h * rng.uniform(0.4, 0.8))
+        bw = max(4, min(int(w * 0.8), round(bh / rng.uniform(1.4, 4.0))))
+        x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        pen = max(2, min(bw, bh) // int(rng.integers(6, 15)))
+        ImageDraw.Draw(img).ellipse((x0, y0, x0 + bw, y0 + bh), outline=0, width=pen)
+        out.append(_encode(img, "PNG", 0))
     return out
 
 
@@ -310,7 +328,7 @@ def _non_digit(kind: str, rng: np.random.Generator) -> bytes:
     pen = max(2, min(w, h) // int(rng.integers(12, 30)))
     box = _random_box(w, h, rng)
     if kind == "circle":
-        draw.ellipse(box, outline=0, width=pen)
+        draw.ellipse(_round_box(w, h, rng), outline=0, width=pen)
     elif kind == "rectangle":
         draw.rectangle(box, outline=0, width=pen)
     elif kind == "triangle":
@@ -334,6 +352,14 @@ def _non_digit(kind: str, rng: np.random.Generator) -> bytes:
 
 def _random_box(w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
     bw, bh = int(w * rng.uniform(0.3, 0.8)), int(h * rng.uniform(0.3, 0.8))
+    x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+    return x0, y0, x0 + bw, y0 + bh
+
+
+def _round_box(w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A box whose height/width lies in 0.8-1.25, for a circle drawn by hand or tool."""
+    side = min(w, h) * rng.uniform(0.3, 0.8)
+    bw, bh = int(side), int(min(h - 1, side * rng.uniform(0.8, 1.25)))
     x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
     return x0, y0, x0 + bw, y0 + bh
 

@@ -78,3 +78,20 @@ def test_non_digits_cover_blank_pages_shapes_and_letters():
         img.load()
         if kind.startswith("blank"):
             assert prepare(load_image(data)).empty
+
+
+def _ink_box(data: bytes) -> tuple[int, int]:
+    a = np.asarray(Image.open(io.BytesIO(data)).convert("L")) < 128
+    rows, cols = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def test_circles_are_round_and_ovals_tall_enough_to_read_as_zero():
+    circles = [d for d, kind in synth.non_digits(200, seed=8) if kind == "circle"]
+    assert len(circles) == 20
+    for data in circles:
+        h, w = _ink_box(data)
+        assert 0.75 <= h / w <= 1.3
+    for data in synth.ovals(20, seed=8):
+        h, w = _ink_box(data)
+        assert 1.3 <= h / w <= 4.3
