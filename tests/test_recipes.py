@@ -168,6 +168,7 @@ def test_apply_override_builds_missing_sections_and_rejects_bad_syntax():
         (('optimizer = "sgd"', 'optimizer = "rmsprop"'), "solver.optimizer", "'sgd', 'adam'"),
         (("[train]", '[schedule]\npolicy = "inv"\n[train]'), "schedule", "needs gamma and power"),
         (("[train]", "[augment]\nrotation = 500\n[train]"), "augment.rotation", "less than"),
+        (("batch_size = 32", "batch_size = 32\nnumber_pieces = 10"), "data", "needs negatives"),
     ],
 )
 def test_bad_recipe_is_one_error_naming_file_and_field(tmp_path, edit, field, message):

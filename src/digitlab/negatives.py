@@ -99,7 +99,8 @@ def _draw(kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def _area(p: np.ndarray) -> float:
-    return 0.5 * abs(np.cross(p[1] - p[0], p[2] - p[0]))
+    (ax, ay), (bx, by) = p[1] - p[0], p[2] - p[0]
+    return 0.5 * abs(float(ax * by - ay * bx))
 
 
 def _min_angle(p: np.ndarray) -> float:

@@ -81,6 +81,13 @@ class DataSection(_Section):
     negatives: int = Field(
         0, ge=0, description="synthetic non-digits added as an 11th class (val gets a fifth more)"
     )
+    number_pieces: int = Field(
+        0,
+        ge=0,
+        description="candidate pieces of numbers written with this split's digits, labelled "
+        "(a whole digit keeps its label, a fragment or two digits are 'not a digit'): teaches "
+        "number reading where one digit ends; needs negatives > 0; val gets a fifth more",
+    )
 
     @model_validator(mode="after")
     def _disjoint(self) -> DataSection:
@@ -88,6 +95,8 @@ class DataSection(_Section):
             raise ValueError("set val_split or val_fraction, not both")
         if self.val_split == "val" and self.train_split == "train":
             raise ValueError("val_split 'val' is inside train_split 'train'; use 'train50k'")
+        if self.number_pieces and not self.negatives:
+            raise ValueError("number_pieces needs negatives > 0 (the 'not a digit' class)")
         return self
 
 

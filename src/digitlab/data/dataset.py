@@ -58,15 +58,23 @@ class Dataset:
             self.num_classes,
         )  # fmt: skip
 
-    def with_negatives(self, n: int, seed: int) -> Dataset:
-        """This set plus ``n`` synthetic non-digits labelled 10 (see digitlab.negatives)."""
+    def with_negatives(self, n: int, seed: int, pieces: int = 0) -> Dataset:
+        """This set plus ``n`` synthetic non-digits (class 10) and ``pieces`` labelled pieces
+        of numbers written with this set's digits (see digitlab.negatives, digitlab.pieces)."""
         from digitlab.negatives import negative_images
+        from digitlab.pieces import number_pieces
 
-        neg = negative_images(n, seed)
+        images, labels = [self.images, negative_images(n, seed)], [self.labels, np.full(n, 10)]
+        if pieces:
+            digits = self.labels < 10
+            x, y = number_pieces(self.images[digits], self.labels[digits], pieces, seed + 7)
+            images.append(x)
+            labels.append(y)
+        made = f"{n} non-digits" + (f" and {pieces} number pieces" if pieces else "")
         return Dataset(
-            np.concatenate([self.images, neg]),
-            np.concatenate([self.labels, np.full(n, 10, np.int64)]),
-            f"{self.name}+{n} non-digits",
+            np.concatenate(images),
+            np.concatenate(labels).astype(np.int64),
+            f"{self.name}+{made}",
             self.digests,
             11,
         )

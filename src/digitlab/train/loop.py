@@ -90,9 +90,12 @@ def training_splits(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, 
     elif recipe.data.val_split:
         val = split_of(mnist, recipe.data.val_split)
     if recipe.data.negatives:
-        train = train.with_negatives(recipe.data.negatives, seed=2 * recipe.seed + 1)
+        pieces = recipe.data.number_pieces
+        train = train.with_negatives(recipe.data.negatives, 2 * recipe.seed + 1, pieces)
         if val is not None:
-            val = val.with_negatives(max(1, recipe.data.negatives // 5), seed=2 * recipe.seed + 2)
+            val = val.with_negatives(
+                max(1, recipe.data.negatives // 5), 2 * recipe.seed + 2, pieces // 5
+            )
     return train, val, digests
 
 
@@ -103,7 +106,7 @@ def training_size(recipe: Recipe) -> int:
     n = len(split_of(load_mnist(), recipe.data.train_split))
     if recipe.data.val_fraction:
         n -= int(round(n * recipe.data.val_fraction))
-    return n + recipe.data.negatives
+    return n + recipe.data.negatives + recipe.data.number_pieces
 
 
 def total_iterations(recipe: Recipe, iters_per_epoch: int) -> int:
