@@ -140,6 +140,31 @@ def test_number_mode_cli_contract(tmp_path, cli, mnist):
     r = cli("predict", "--number", "--json", str(p))
     o = json.loads(r.stdout)
     assert set(o) == {"path", "number", "digits"} and o["number"] == text
+    assert all(set(d) == {"digit", "confidence", "is_digit", "box"} for d in o["digits"])
+
+
+def _reading(digit: int, confidence: float):
+    from digitlab.numbers import Reading
+    from digitlab.segment import Segment
+
+    probs = np.full(11, (1 - confidence) / 10, np.float32)
+    probs[digit] = confidence
+    return Reading(Segment((10 * digit, 0, 8, 12), np.zeros((28, 28), np.uint8)), probs)
+
+
+def test_a_number_is_read_when_its_digits_are_confident_on_average():
+    from digitlab.predict import number_result
+
+    one_doubt = number_result([_reading(2, 0.99), _reading(0, 0.4), _reading(7, 0.98)], 0.6)
+    assert one_doubt["number"] == "207"
+    assert [d["is_digit"] for d in one_doubt["digits"]] == [True, False, True]
+    assert one_doubt["digits"][1] == {
+        "digit": 0, "confidence": 0.4, "is_digit": False, "box": [0, 0, 8, 12]
+    }  # fmt: skip
+    mostly_not = number_result([_reading(1, 0.9), _reading(4, 0.3), _reading(7, 0.3)], 0.6)
+    assert mostly_not["number"] is None
+    assert [d["digit"] for d in mostly_not["digits"]] == [1, None, None]
+    assert number_result([], 0.6) == {"number": None, "digits": []}
 
 
 @pytest.mark.parametrize(

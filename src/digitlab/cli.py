@@ -445,7 +445,11 @@ def predict_cmd(
         elif "error" in r:
             click.echo(f"{r['path']}: error: {r['error']}", err=True)
         elif number:
-            digits = " ".join(f"{d['digit']}({d['confidence']:.0%})" for d in r["digits"])
+            digits = " ".join(
+                f"{'?' if d['digit'] is None else d['digit']}{'' if d['is_digit'] else '?'}"
+                f"({d['confidence']:.0%})"
+                for d in r["digits"]
+            )
             click.echo(f"{r['path']} \u2192 {r['number'] or 'not a number'}  [{digits}]")
         elif r["is_digit"]:
             click.echo(f"{r['path']} \u2192 {r['digit']} ({r['confidence']:.1%})")

@@ -165,6 +165,28 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def number_result(readings: list[Any], threshold: float, explain: bool = False) -> dict[str, Any]:
+    """The ``--number`` contract for the digits found in one line (``numbers.Reading``s)."""
+    if not readings:
+        return {"number": None, "digits": []}
+    confs = [float(r.probabilities[:10].max()) for r in readings]
+    readable = float(np.mean(confs)) >= threshold
+    digits = []
+    for reading, conf in zip(readings, confs, strict=True):
+        sure = conf >= threshold
+        entry = {
+            "digit": int(reading.probabilities[:10].argmax()) if sure or readable else None,
+            "confidence": round(conf, 6),
+            "is_digit": sure,
+            "box": list(reading.segment.box),
+        }
+        if explain:
+            entry["input"] = png_base64(reading.segment.image)
+        digits.append(entry)
+    number = "".join(str(d["digit"]) for d in digits) if readable else None
+    return {"number": number, "digits": digits}
+
+
 class Predictor:
     """A loaded model that turns images into the prediction contract.
 
@@ -218,7 +240,7 @@ class Predictor:
 
         Single digit: ``{"digit", "confidence", "probabilities", "is_digit"}`` (+ ``input``,
         the base64 PNG of the 28x28 the model saw, with ``explain``).
-        Number: ``{"number", "digits": [{"digit", "confidence", "box"}...]}``.
+        Number: ``{"number", "digits": [{"digit", "confidence", "is_digit", "box"}...]}``.
         """
         from digitlab.preprocess import load_image, prepare
 
@@ -233,27 +255,18 @@ class Predictor:
 
     def _predict_number(self, img: Any, explain: bool) -> dict[str, Any]:
         """Segmentation by recognition (:mod:`digitlab.numbers`): the model scores candidate
-        pieces and the most confident split into digits wins."""
+        pieces and the most confident split into digits wins.
+
+        The line is a number when its digits' mean calibrated confidence reaches the
+        rejection threshold: one doubtful digit among confident ones is still read (its own
+        ``is_digit`` says false), while ink that is mostly not digits is not a number. (A
+        number voided by any one doubtful digit read 94.0% of 800 numbers made from ``val``
+        digits exactly, this rule 95.4%; of 500 non-digits, 26 and 33 read as a number.)
+        """
         from digitlab.numbers import read_digits
 
-        threshold = float(self.rejection["threshold"])
-        digits = []
-        for reading in read_digits(img, self.probabilities):
-            probs = reading.probabilities[:10]
-            conf = float(probs.max())
-            entry = {
-                "digit": int(probs.argmax()) if conf >= threshold else None,
-                "confidence": round(conf, 6),
-                "box": list(reading.segment.box),
-            }
-            if explain:
-                entry["input"] = png_base64(reading.segment.image)
-            digits.append(entry)
-        if not digits:
-            return {"number": None, "digits": []}
-        readable = all(d["digit"] is not None for d in digits)
-        number = "".join(str(d["digit"]) for d in digits) if readable else None
-        return {"number": number, "digits": digits}
+        readings = read_digits(img, self.probabilities)
+        return number_result(readings, float(self.rejection["threshold"]), explain)
 
     def predict_paths(
         self,

@@ -69,14 +69,20 @@ class DigitResult(BaseModel):
 
 
 class NumberDigit(BaseModel):
-    digit: int | None
+    digit: int | None = Field(
+        description="null only when the line is not a number and this piece is not a digit either"
+    )
     confidence: float
+    is_digit: bool = Field(description="Whether this piece alone passes the rejection threshold")
     box: list[int] = Field(description="x, y, w, h of the digit in the input's pixels")
     input: str | None = None
 
 
 class NumberResult(BaseModel):
-    number: str | None = Field(description="The digits read left to right, null if any is unsure")
+    number: str | None = Field(
+        description="The digits read left to right; null when their mean confidence is below "
+        "the model's rejection threshold (not a number)"
+    )
     digits: list[NumberDigit]
 
 

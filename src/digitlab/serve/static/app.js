@@ -256,7 +256,7 @@
           img.alt = `28 by 28 input read as ${d.digit ?? "unsure"}`;
           li.append(img);
         }
-        li.append(d.digit === null ? "?" : String(d.digit));
+        li.append(d.digit === null ? "?" : String(d.digit) + (d.is_digit ? "" : "?"));
         const small = document.createElement("small");
         small.textContent = percent(d.confidence);
         li.append(small);
