@@ -77,17 +77,21 @@ def calibrate_artifact(
 
     folder = resolve_artifact(path)
     model, meta = load_artifact(folder)
-    trained_on = meta.get("recipe", {}).get("data", {}).get("train_split", "train")
-    if trained_on != "train50k":
-        raise DigitlabError(
-            f"{path}: trained on {trained_on!r}, so no held-out split is left to calibrate on; "
-            "train on train50k (validating on val) to calibrate"
-        )
+    # an ensemble's members each name what they trained on; the first one's seed and
+    # number of non-digits stand for all
+    trained = meta.get("model_kwargs", {}).get("members") or [meta.get("recipe", {})]
+    for part in trained:
+        trained_on = part.get("data", {}).get("train_split", "train")
+        if trained_on != "train50k":
+            raise DigitlabError(
+                f"{path}: trained on {trained_on!r}, so no held-out split is left to calibrate "
+                "on; train on train50k (validating on val) to calibrate"
+            )
     val = load_split("val")
     extra_class = len(meta.get("classes", range(10))) == 11
     if extra_class:
-        n_neg = negatives or max(1, int(meta["recipe"]["data"].get("negatives", 2000)) // 5)
-        val = val.with_negatives(n_neg, seed=2 * int(meta["recipe"].get("seed", 0)) + 2)
+        n_neg = negatives or max(1, int(trained[0]["data"].get("negatives", 2000)) // 5)
+        val = val.with_negatives(n_neg, seed=2 * int(trained[0].get("seed", 0)) + 2)
     x, y = val.tensors()
     logits = batched_logits(model, x, Normalization(*meta["normalization"]).apply)
     t = fit_temperature(logits, y)

@@ -99,6 +99,8 @@ def make_ensemble(
             "normalization": list(meta["normalization"]),
             "source": str(path),
             "metrics": meta.get("metrics", {}),
+            "data": meta.get("recipe", {}).get("data", {}),  # what calibration may hold out
+            "seed": meta.get("recipe", {}).get("seed", 0),
         }
         for path, (_, meta) in zip(models, loaded, strict=True)
     ]

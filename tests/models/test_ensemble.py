@@ -135,3 +135,21 @@ def test_bad_ensembles_fail_with_one_line(members, tmp_path, cli, case):
     err = out.stderr.decode().strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "e2" / "model.json").exists()
+
+
+def test_an_ensemble_of_held_out_members_can_be_calibrated(members, tmp_path, cli):
+    from digitlab.calibrate import calibrate_artifact
+
+    ens = tmp_path / "ens"
+    assert cli("ensemble", *map(str, members), "--out", str(ens)).returncode == 0
+    block = calibrate_artifact(str(ens), uploads=200)
+    meta = json.loads((ens / "model.json").read_text())
+    assert meta["rejection"] == block and block["method"] == "max-probability"
+    assert 0 < block["threshold"] < 1 and block["temperature"] > 0
+    assert block["val_digits_rejected"] <= 0.011  # the 1% operating point, on 10,000 digits
+    # a member that trained on all of train leaves nothing to calibrate on: one line, exit 2
+    meta["model_kwargs"]["members"][1]["data"]["train_split"] = "train"
+    (ens / "model.json").write_text(json.dumps(meta))
+    r = cli("calibrate", str(ens))
+    assert r.returncode == 2 and r.stderr.decode().count("\n") == 1
+    assert "trained on 'train'" in r.stderr.decode()
