@@ -379,7 +379,8 @@ def ensemble_cmd(models: tuple[str, ...], out: str, tta: bool) -> None:
 
     folder = make_ensemble(list(models), out, tta)
     views = " x 5 shifted views" if tta else ""
-    click.echo(f"ensemble of {len(models)} models{views}: {folder}")
+    accuracy = json.loads((folder / "model.json").read_text())["metrics"]["test_accuracy"]
+    click.echo(f"ensemble of {len(models)} models{views}: {folder} (test accuracy {accuracy:.2%})")
 
 
 @cli.command("calibrate")

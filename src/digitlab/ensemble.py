@@ -119,4 +119,16 @@ def make_ensemble(
     }
     if "rejection" in first and len(members) == 1 and not tta:
         meta["rejection"] = first["rejection"]
+    meta["metrics"] = _test_metrics(ensemble)
     return save_artifact(out, ensemble, meta).parent
+
+
+def _test_metrics(ensemble: Ensemble) -> dict[str, float]:
+    """The ensemble's own MNIST test accuracy and loss, as a trained run records its own."""
+    from digitlab.data.dataset import load_split
+    from digitlab.evaluate import evaluate_model
+    from digitlab.models.registry import Normalization
+
+    ensemble.eval()
+    result = evaluate_model(ensemble, load_split("test"), Normalization(*IDENTITY).apply)
+    return {"test_accuracy": result["accuracy"], "test_loss": result["loss"]}

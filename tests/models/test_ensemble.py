@@ -84,6 +84,9 @@ def test_evaluate_and_predict_take_an_ensemble(members, mnist, tmp_path, cli):
     mean = np.mean([member_probabilities(r, images) for r in members], axis=0)
     assert accuracy == pytest.approx(float((mean.argmax(1) == labels).mean()), abs=1e-6)
     assert accuracy > 0.85
+    meta = json.loads((tmp_path / "ens" / "model.json").read_text())
+    assert meta["metrics"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert f"(test accuracy {accuracy:.2%})" in out.stdout.decode()
 
     from PIL import Image
 
