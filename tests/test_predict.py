@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from digitlab import synth
 from digitlab.predict import BUNDLED_MODEL, Predictor
@@ -212,3 +213,21 @@ def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.mark.parametrize(("height_over_width", "digit"), [(1.5, 0), (1.83, 0), (1.0, None)])
+def test_a_smooth_oval_drawn_on_the_pad_is_a_zero_and_a_circle_is_not(
+    predictor, height_over_width, digit
+):
+    # what the drawing page sends for tests/serve/test_page.py's ZERO: a mouse path of 24
+    # straight moves, dark strokes 280/14 px wide with round joins, on a white 280x280 canvas
+    img = Image.new("RGB", (280, 280), "white")
+    ry = 0.33 * 280
+    rx = ry / height_over_width
+    turn = [2 * math.pi * t / 24 for t in range(25)]
+    path = [(140 + rx * math.sin(a), 140 - ry * math.cos(a)) for a in turn]
+    ImageDraw.Draw(img).line(path, fill="#111", width=20, joint="curve")
+    data = io.BytesIO()
+    img.save(data, format="PNG")
+    r = predictor.predict_image(data.getvalue())
+    assert r["digit"] == digit, r["confidence"]

@@ -15,7 +15,8 @@ from labelled pieces cut by this very lattice from numbers written with training
 (:mod:`digitlab.pieces`). Measured on 800 numbers made from ``val`` digits it never trained
 on (synth.realistic_numbers, seed 4242), with a number voided by any doubtful digit: the
 mnist-fast model without pieces read 90.6% exactly, mnist-vgg without pieces 91.5%, with
-20,000 pieces 94.0% (with 40,000 pieces and 25 epochs 93.0%: no better). Extra penalties
+20,000 pieces 94.0% (with 40,000 pieces and 25 epochs 93.0%: no better; the shipped model,
+whose ellipse negatives are no taller than 0.95x their width, 93.5%). Extra penalties
 per cut, per digit, for wide pieces or for cutting a confidently read group all measured as
 no better than none: the model's confidence alone decides, except that a piece much shorter
 than the line's digits (a fragment) pays ``SHORT_PENALTY``.

@@ -259,9 +259,10 @@ class Predictor:
 
         The line is a number when its digits' mean calibrated confidence reaches the
         rejection threshold: one doubtful digit among confident ones is still read (its own
-        ``is_digit`` says false), while ink that is mostly not digits is not a number. (A
-        number voided by any one doubtful digit read 94.0% of 800 numbers made from ``val``
-        digits exactly, this rule 95.4%; of 500 non-digits, 26 and 33 read as a number.)
+        ``is_digit`` says false), while ink that is mostly not digits is not a number. (With
+        the bundled model, a number voided by any one doubtful digit read 93.5% of 800
+        numbers made from ``val`` digits exactly, this rule 95.4%; of 500 non-digits, 29 and
+        40 read as a number.)
         """
         from digitlab.numbers import read_digits
 
