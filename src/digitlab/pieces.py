@@ -13,7 +13,6 @@ training digits only.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 NOT_A_DIGIT = 10
 HEIGHT = 56  # px: digits are enlarged to about this height, as a number photo would show them
@@ -94,12 +93,6 @@ def _write(digits: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 def _enlarged(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 28x28 digit cut to its ink and enlarged (bicubic) to about ``HEIGHT`` px tall."""
-    a = digit.astype(np.float32) / 255.0
-    rows, cols = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
-    if rows.size == 0:
-        return np.zeros((HEIGHT, 4), np.float32)
-    a = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    h = round(HEIGHT * rng.uniform(0.85, 1.1))
-    w = max(2, round(a.shape[1] * h / a.shape[0]))
-    img = Image.fromarray(a, "F").resize((w, h), Image.Resampling.BICUBIC)
-    return np.clip(np.asarray(img), 0, 1)
+    from digitlab.synth import _resize, _smooth_digit
+
+    return _resize(_smooth_digit(digit), round(HEIGHT * rng.uniform(0.85, 1.1)))
