@@ -23,11 +23,11 @@ TWO = 0.3  # a piece holding this much of two digits is two digits
 
 
 def number_pieces(
-    images: np.ndarray, labels: np.ndarray, n: int, seed: int, digits_per_piece: int = 2
+    images: np.ndarray, labels: np.ndarray, n: int, seed: int, parts_per_digit: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` labelled candidate pieces (28x28 uint8, labels 0-10) cut from numbers written
-    with ``images``; about ``digits_per_piece`` x as many "not a digit" pieces as digit ones
-    are kept per number (all of them when fewer), deterministic in ``seed``."""
+    with ``images``; per number, every whole-digit piece and up to ``parts_per_digit`` "not
+    a digit" pieces per written digit are kept, deterministic in ``seed``."""
     from digitlab.numbers import lattice
 
     rng = np.random.default_rng(seed)
@@ -48,7 +48,7 @@ def number_pieces(
             (parts if label == NOT_A_DIGIT else whole).append((k, label))
         # tall parts first: short ones (crumbs, a loose stroke) already pay a penalty
         parts.sort(key=lambda item: (bool(lat.short[item[0]]), rng.random()))
-        keep = whole + parts[: digits_per_piece * count]
+        keep = whole + parts[: parts_per_digit * count]
         for k, label in keep:
             out_x.append(lat.images[k])
             out_y.append(NOT_A_DIGIT if label == NOT_A_DIGIT else int(labels[idx[label]]))

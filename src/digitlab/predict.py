@@ -15,11 +15,14 @@ import io
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from digitlab.errors import DigitlabError
+
+if TYPE_CHECKING:
+    from digitlab.numbers import Reading
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "model"
@@ -165,8 +168,10 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def number_result(readings: list[Any], threshold: float, explain: bool = False) -> dict[str, Any]:
-    """The ``--number`` contract for the digits found in one line (``numbers.Reading``s)."""
+def number_result(
+    readings: list[Reading], threshold: float, explain: bool = False
+) -> dict[str, Any]:
+    """The ``--number`` contract for the digits found in one line."""
     if not readings:
         return {"number": None, "digits": []}
     confs = [float(r.probabilities[:10].max()) for r in readings]
