@@ -74,6 +74,7 @@ def calibrate_artifact(
     from digitlab.evaluate import batched_logits
     from digitlab.fileio import write_text_atomic
     from digitlab.models.registry import Normalization
+    from digitlab.synth import prepared_uploads
 
     folder = resolve_artifact(path)
     model, meta = load_artifact(folder)
@@ -102,7 +103,8 @@ def calibrate_artifact(
     is_digit = labels < 10
     held_out = digit_score[is_digit]
     if uploads:
-        upload_x = torch.from_numpy(realistic_inputs(load_split("val"), uploads))
+        held = load_split("val")
+        upload_x = torch.from_numpy(prepared_uploads(held.images, held.labels, uploads, 4242)[0])
         upload_logits = batched_logits(model, upload_x, Normalization(*meta["normalization"]).apply)
         upload_score = torch.softmax(upload_logits / t, 1).numpy()[:, :10].max(1)
         held_out = np.concatenate([held_out, upload_score])
@@ -127,12 +129,3 @@ def calibrate_artifact(
     meta["rejection"] = block
     write_text_atomic(folder / META, json.dumps(meta, indent=2) + "\n")
     return block
-
-
-def realistic_inputs(val: Any, n: int, seed: int = 4242) -> np.ndarray:
-    """``n`` realistic uploads of val digits (digitlab.synth), preprocessed to 28x28 uint8."""
-    from digitlab import synth
-    from digitlab.preprocess import load_image, prepare
-
-    samples = synth.realistic_single(val.images, val.labels, n, seed)
-    return np.stack([prepare(load_image(data, max_side=512)).image for data, _, _ in samples])

@@ -89,6 +89,14 @@ class DataSection(_Section):
         "number reading where one digit ends; needs negatives > 0; val gets a fifth more",
     )
 
+    uploads: int = Field(
+        0,
+        ge=0,
+        description="realistic uploads of this split's digits (photos, scans, canvas exports, "
+        "thin pens; digitlab.synth) read back to 28x28 as predict reads files; val gets a "
+        "fifth more",
+    )
+
     @model_validator(mode="after")
     def _disjoint(self) -> DataSection:
         if self.val_split is not None and self.val_fraction is not None:

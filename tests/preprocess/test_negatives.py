@@ -72,3 +72,20 @@ def test_a_dataset_with_negatives_labels_them_all_not_a_digit(mnist):
     assert (both.labels[500:560] == 10).all() and (both.labels[:500] < 10).all()
     assert (both.labels[560:] == 10).any() and (both.labels[560:] < 10).any()
     assert "60 non-digits and 40 number pieces" in both.name
+
+
+def test_a_recipe_with_uploads_trains_and_validates_on_them_too():
+    """data.uploads: realistic uploads of the split's own digits, read back as predict reads
+    files, join the training set; val gets a fifth as many; non-digits still come after."""
+    from digitlab.recipes import load_recipe
+    from digitlab.train.loop import training_size, training_splits
+
+    extras = ["data.uploads=25", "data.negatives=10", "data.number_pieces=0"]
+    recipe = load_recipe("bundled", extras)
+    train, val, _ = training_splits(recipe)
+    assert len(train) == 50000 + 25 + 10 == training_size(recipe)
+    assert len(val) == 10000 + 5 + 2
+    added = train.labels[50000:50025]
+    assert (added < 10).all() and (train.labels[50025:] == 10).all()
+    assert (train.images[50000:50025].reshape(25, -1).max(1) == 255).all()
+    assert "25 uploads" in train.name and "5 uploads" in val.name

@@ -59,6 +59,29 @@ def test_single_uploads_are_read_back_as_their_digit(digits, mnist):
     assert (predicted == truth).mean() >= 0.85  # measured 0.97 with 3-NN on 450 uploads
 
 
+def test_prepared_uploads_are_what_predict_sees_whatever_the_workers(digits, monkeypatch):
+    """Training on uploads: 28x28 images exactly as prepare() reads the rendered file, with
+    their digits' labels, the same for one process or two (chunks carry their own seeds)."""
+    images, labels = digits
+    monkeypatch.setattr(synth, "UPLOAD_CHUNK", 9)  # 3 chunks, the last one short
+    x1, y1 = synth.prepared_uploads(images, labels, 23, seed=4, workers=1)
+    x2, y2 = synth.prepared_uploads(images, labels, 23, seed=4, workers=2)
+    assert x1.shape == (23, 28, 28) and x1.dtype == np.uint8 and y1.dtype == np.int64
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert not np.array_equal(x1, synth.prepared_uploads(images, labels, 23, seed=5, workers=1)[0])
+    # the labels are those of the digits drawn, in the order they were drawn, and each
+    # image is what prepare() makes of that digit's upload (or the digit, if it finds no ink)
+    rng = np.random.default_rng(4)
+    picks = rng.choice(len(images), size=23, replace=False)
+    assert np.array_equal(y1, labels[picks])
+    chunk = images[picks[:9]]
+    first = synth._singles(chunk, labels[picks[:9]], np.random.default_rng(rng.integers(2**62)))
+    read = [prepare(load_image(d, max_side=512)) for d, _, _ in first]
+    expected = [digit if r.empty else r.image for r, digit in zip(read, chunk, strict=True)]
+    assert np.array_equal(x1[:9], np.stack(expected))
+    assert (x1.reshape(23, -1).max(1) == 255).all()  # ink found and stretched, as MNIST's
+
+
 def test_numbers_carry_their_digits_as_text(digits):
     images, labels = digits
     samples = synth.realistic_numbers(images, labels, 12, seed=3, min_len=2, max_len=6)

@@ -79,6 +79,22 @@ class Dataset:
             11,
         )
 
+    def with_uploads(self, n: int, seed: int) -> Dataset:
+        """This set plus ``n`` realistic uploads of its digits (photos, scans, canvas exports,
+        thin pens) read back to 28x28 as ``predict`` reads files (digitlab.synth), so the
+        model learns the inputs users send and not only MNIST's own pen and centring."""
+        from digitlab.synth import prepared_uploads
+
+        digits = self.labels < 10
+        x, y = prepared_uploads(self.images[digits], self.labels[digits], n, seed)
+        return Dataset(
+            np.concatenate([self.images, x]),
+            np.concatenate([self.labels, y]),
+            f"{self.name}+{n} uploads",
+            self.digests,
+            self.num_classes,
+        )
+
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-copy torch views of the arrays."""
         import torch

@@ -89,6 +89,10 @@ def training_splits(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, 
         train = train.subset(slice(0, len(train) - n_val), train.name)
     elif recipe.data.val_split:
         val = split_of(mnist, recipe.data.val_split)
+    if recipe.data.uploads:
+        train = train.with_uploads(recipe.data.uploads, 2 * recipe.seed + 1)
+        if val is not None:
+            val = val.with_uploads(max(1, recipe.data.uploads // 5), 2 * recipe.seed + 2)
     if recipe.data.negatives:
         pieces = recipe.data.number_pieces
         train = train.with_negatives(recipe.data.negatives, 2 * recipe.seed + 1, pieces)
@@ -106,7 +110,7 @@ def training_size(recipe: Recipe) -> int:
     n = len(split_of(load_mnist(), recipe.data.train_split))
     if recipe.data.val_fraction:
         n -= int(round(n * recipe.data.val_fraction))
-    return n + recipe.data.negatives + recipe.data.number_pieces
+    return n + recipe.data.uploads + recipe.data.negatives + recipe.data.number_pieces
 
 
 def total_iterations(recipe: Recipe, iters_per_epoch: int) -> int:
