@@ -42,6 +42,8 @@ MIN_CONTRAST = 0.08  # ink fainter than this (fraction of full scale) is paper t
 NOISE_SIGMAS = 4.0  # ink must stand this many noise standard deviations above the paper
 FAINT = 0.1  # the box is that of ink above this level: JPEG ringing is fainter
 SAMPLE = 16384  # statistics (medians, Otsu) are taken on about this many pixels
+LIGHT_PASSES = 4  # at most this many paper-level estimates, each excluding the last guess's ink
+SETTLED = 0.002  # ...stopping once the ink mask changes on less than this share of the pixels
 
 
 @dataclass
@@ -262,7 +264,8 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     """Flatten the lighting, find the ink, keep its grey levels and zero the paper.
 
     The paper level is a heavy Gaussian of the non-ink pixels (normalised convolution on a
-    coarse grid), estimated twice so a first guess of the ink stops biasing it. Light is
+    coarse grid), estimated again without each guess's ink until the guess settles: under a
+    steep shadow the first Otsu guess takes half the page for ink and needs three passes. Light is
     multiplicative, so under a shadow dark ink also loses contrast: that is given back by the
     ratio of the border's paper brightness to the local one. The ink is what stands above both
     Otsu's threshold and ``NOISE_SIGMAS`` noise deviations.
@@ -275,7 +278,7 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
         mask = flat > threshold
     else:
         mask = x > _otsu(x)
-        for _ in range(2):
+        for passes in range(1, LIGHT_PASSES + 1):
             flat = x - _paper_level(x, mask)
             if brightness is not None:
                 local = _paper_level(brightness, mask)
@@ -283,7 +286,9 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
             f, m = flat.ravel()[::step], mask.ravel()[::step]
             sigma = _mad_sigma(f[~m] if (~m).any() else f)
             threshold = max(_otsu(flat), NOISE_SIGMAS * sigma, MIN_CONTRAST / 2)
-            mask = flat > threshold
+            guess, mask = mask, flat > threshold
+            if passes >= 2 and np.count_nonzero(guess != mask) <= SETTLED * mask.size:
+                break
     if not mask.any():
         return np.zeros(x.shape, np.float32)
     core = flat.ravel()[::step][mask.ravel()[::step]]
