@@ -153,8 +153,9 @@ def main() -> None:
         "",
         f"Method: `{rej.get('method')}`; temperature T = {rej.get('temperature')}; an input is a",
         f"digit when its calibrated digit confidence is >= {rej.get('threshold')} (the operating",
-        "point: at most 0.5% of held-out `val` digits and realistic uploads made from them fall",
-        "below it) and ink was found.",
+        "point: at most 0.5% of held-out `val` digits, and at most 0.5% of "
+        f"{rej.get('val_uploads')} realistic uploads made from them, fall below it) and ink",
+        "was found.",
         f"Expected calibration error on {rej.get('fitted_on', 'val')}: "
         f"{rej.get('ece_before', float('nan')):.4f} before temperature scaling, "
         f"{rej.get('ece_after', float('nan')):.4f} after.",

@@ -149,7 +149,8 @@ def test_an_ensemble_of_held_out_members_can_be_calibrated(members, tmp_path, cl
     meta = json.loads((ens / "model.json").read_text())
     assert meta["rejection"] == block and block["method"] == "max-probability"
     assert 0 < block["threshold"] < 1 and block["temperature"] > 0
-    assert block["val_digits_rejected"] <= 0.011  # the 1% operating point, on 10,000 digits
+    # the 0.5% operating point holds on the 10,000 val digits and on the uploads, each
+    assert block["val_digits_rejected"] <= 0.005 and block["val_uploads_rejected"] <= 0.005
     # a member that trained on all of train leaves nothing to calibrate on: one line, exit 2
     meta["model_kwargs"]["members"][1]["data"]["train_split"] = "train"
     (ens / "model.json").write_text(json.dumps(meta))
