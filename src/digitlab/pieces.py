@@ -20,7 +20,6 @@ WHOLE = 0.9  # a piece holds a digit when it has this share of the digit's ink..
 CLEAN = 0.08  # ...and at most this share of its own ink comes from other digits
 FRAGMENT = 0.6  # a piece holding less than this of every digit is a fragment
 TWO = 0.3  # a piece holding this much of two digits is two digits
-JOINED = 0.25  # the share of neighbours joined by a short stroke, as a hurried writer does
 
 
 def number_pieces(
@@ -74,10 +73,7 @@ def _label(owner: np.ndarray, ids: np.ndarray, i: int, j: int, count: int) -> in
 
 def _write(digits: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A line of ``digits`` as an ink map (1 = ink) and which digit owns each inked pixel
-    (1-based, 0 for none): spaced apart, touching, overlapping a little or joined by a
-    stroke, baselines uneven."""
-    from digitlab.synth import _bridge
-
+    (1-based, 0 for none): spaced apart, touching or overlapping a little, baselines uneven."""
     crops = [_enlarged(d, rng) for d in digits]
     width = sum(c.shape[1] for c in crops) + HEIGHT * len(crops) + 8
     ink = np.zeros((2 * HEIGHT, width), np.float32)
@@ -87,8 +83,6 @@ def _write(digits: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
         if k:
             x += round(HEIGHT * rng.uniform(-0.15, 0.35))
         top = (ink.shape[0] - c.shape[0]) // 2 + int(rng.integers(-HEIGHT // 10, HEIGHT // 10 + 1))
-        if k and rng.random() < JOINED:  # the joining stroke belongs to neither digit
-            _bridge(ink, c, top, x, max(2, HEIGHT // 15))
         region = ink[top : top + c.shape[0], x : x + c.shape[1]]
         mine = (c > 0.5) & (c >= region)
         ids[top : top + c.shape[0], x : x + c.shape[1]][mine] = k + 1

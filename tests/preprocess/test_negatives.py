@@ -89,19 +89,3 @@ def test_a_recipe_with_uploads_trains_and_validates_on_them_too():
     assert (added < 10).all() and (train.labels[50025:] == 10).all()
     assert (train.images[50000:50025].reshape(25, -1).max(1) == 255).all()
     assert "25 uploads" in train.name and "5 uploads" in val.name
-
-
-def test_some_written_neighbours_are_joined_by_a_stroke_of_neither(train_digits):
-    """Hurried writers join digits; the joining stroke is ink that no digit owns, so a piece
-    of one digit and the stroke still counts as that digit."""
-    from digitlab.pieces import _write
-
-    images = train_digits
-    rng = np.random.default_rng(3)
-    joined = 0
-    for _ in range(40):
-        ink, ids = _write(images[rng.choice(len(images), 3, replace=False)], rng)
-        stroke = (ink > 0.5) & (ids == 0)
-        joined += stroke.sum() >= 6  # a 3-px pen, at least 2 px long
-        assert (ids[ink <= 0.5] == 0).all()
-    assert 5 <= joined <= 25  # JOINED = 0.25 of 80 neighbour pairs (measured 11; 0 unjoined)
