@@ -132,6 +132,28 @@ def test_number_mode_scores_all_candidate_pieces_in_one_model_call(predictor, mn
     assert "".join(str(int(r.probabilities[:10].argmax())) for r in readings) == text
 
 
+def test_number_pieces_are_scored_on_five_views_in_one_model_call(predictor, mnist, monkeypatch):
+    """piece_probabilities: the mean over a piece and its four 1-px moves, as the ensemble's
+    TTA shifts are, with one call of the model for all views of all pieces."""
+    from digitlab.ensemble import TTA_SHIFTS
+    from digitlab.predict import PIECE_VIEWS, shifted
+
+    assert list(PIECE_VIEWS) == list(TTA_SHIFTS)
+    one = np.zeros((1, 5, 5), np.uint8)
+    one[0, 2, 2] = 9
+    assert [tuple(np.argwhere(shifted(one, dx, dy)[0])[0]) for dx, dy in PIECE_VIEWS] == [
+        (2, 2), (2, 3), (2, 1), (3, 2), (1, 2)  # (row, column): right, left, down, up
+    ]  # fmt: skip
+    pieces = mnist["test"].images[:7]
+    by_hand = np.mean([predictor.probabilities(shifted(pieces, *v)) for v in PIECE_VIEWS], 0)
+    calls = []
+    real = predictor.probabilities
+    monkeypatch.setattr(predictor, "probabilities", lambda x: calls.append(len(x)) or real(x))
+    averaged = predictor.piece_probabilities(pieces)
+    assert calls == [35] and np.allclose(averaged, by_hand, atol=1e-6)
+    assert np.abs(averaged - real(pieces)).max() > 1e-5  # the moves change the vote
+
+
 def test_number_mode_cli_contract(tmp_path, cli, mnist):
     data, text, _ = synth.realistic_numbers(
         mnist["test"].images, mnist["test"].labels, 1, seed=11, min_len=2, max_len=2

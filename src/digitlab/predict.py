@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "model"
 DEFAULT_REJECTION = {"method": "max-probability", "temperature": 1.0, "threshold": 0.5}
+# number pieces are scored on these views, averaged: the piece and its four 1-px moves, the
+# views of `digitlab ensemble --tta` (digitlab.ensemble.TTA_SHIFTS), as (dx, dy) px
+PIECE_VIEWS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -168,6 +171,16 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def shifted(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Images (N,H,W) moved (dx, dy) px right and down, filling with 0 (the background)."""
+    h, w = images.shape[1:]
+    out = np.zeros_like(images)
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
 def number_result(
     readings: list[Reading], threshold: float, explain: bool = False
 ) -> dict[str, Any]:
@@ -216,6 +229,15 @@ class Predictor:
             return np.zeros((0, len(self.meta.get("classes", range(10)))), np.float32)
         z = self.backend.logits(np.ascontiguousarray(images_u8, dtype=np.uint8))
         return softmax(z / float(self.rejection["temperature"]))
+
+    def piece_probabilities(self, images_u8: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities averaged over :data:`PIECE_VIEWS` of each image: a piece
+        cut from a number sits a pixel off where MNIST would centre it more often than a
+        whole upload does. (On 800 numbers made from ``val`` digits, the bundled model read
+        95.5% exactly from single views and 95.9% from these five: 3 more, all touching.)"""
+        n = len(images_u8)
+        views = np.concatenate([shifted(images_u8, dx, dy) for dx, dy in PIECE_VIEWS])
+        return self.probabilities(views).reshape(len(PIECE_VIEWS), n, -1).mean(axis=0)
 
     def verdicts(self, images_u8: np.ndarray, empty: np.ndarray | None = None) -> list[dict]:
         """``digit``, ``confidence``, ``probabilities`` (10) and ``is_digit`` per image."""
@@ -271,7 +293,7 @@ class Predictor:
         """
         from digitlab.numbers import read_digits
 
-        readings = read_digits(img, self.probabilities)
+        readings = read_digits(img, self.piece_probabilities)
         return number_result(readings, float(self.rejection["threshold"]), explain)
 
     def predict_paths(
