@@ -90,7 +90,7 @@ def calibrate_artifact(
                 f"{path}: trained on {trained_on!r}, so no held-out split is left to calibrate "
                 "on; train on train50k (validating on val) to calibrate"
             )
-    val = load_split("val")
+    digits = val = load_split("val")
     extra_class = len(meta.get("classes", range(10))) == 11
     if extra_class:
         n_neg = negatives or max(1, int(trained[0]["data"].get("negatives", 2000)) // 5)
@@ -105,8 +105,8 @@ def calibrate_artifact(
     is_digit = labels < 10
     threshold = float(np.quantile(digit_score[is_digit], max_digit_rejection))
     if uploads:
-        held = load_split("val")
-        upload_x = torch.from_numpy(prepared_uploads(held.images, held.labels, uploads, 4242)[0])
+        made = prepared_uploads(digits.images, digits.labels, uploads, 4242)[0]
+        upload_x = torch.from_numpy(made)
         upload_logits = batched_logits(model, upload_x, Normalization(*meta["normalization"]).apply)
         upload_score = torch.softmax(upload_logits / t, 1).numpy()[:, :10].max(1)
         threshold = min(threshold, float(np.quantile(upload_score, max_digit_rejection)))

@@ -264,11 +264,11 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     """Flatten the lighting, find the ink, keep its grey levels and zero the paper.
 
     The paper level is a heavy Gaussian of the non-ink pixels (normalised convolution on a
-    coarse grid), estimated again without each guess's ink until the guess settles: under a
-    steep shadow the first Otsu guess takes half the page for ink and needs three passes. Light is
-    multiplicative, so under a shadow dark ink also loses contrast: that is given back by the
-    ratio of the border's paper brightness to the local one. The ink is what stands above both
-    Otsu's threshold and ``NOISE_SIGMAS`` noise deviations.
+    coarse grid), estimated again without each guess's ink until the guess settles (under a
+    steep shadow the first Otsu guess takes half the page for ink and needs three passes).
+    Light is multiplicative, so under a shadow dark ink also loses contrast: that is given
+    back by the ratio of the border's paper brightness to the local one. The ink is what
+    stands above both Otsu's threshold and ``NOISE_SIGMAS`` noise deviations.
     """
     step = max(1, x.size // SAMPLE)  # statistics come from a strided sample of big images
     border = _border(x)
