@@ -75,6 +75,8 @@ def row_of(name: str, run_dir: Path) -> dict:
 
 
 def write_doc(rows: list[dict], path: Path) -> str:
+    from digitlab.fileio import write_text_atomic
+
     notes = json.loads(NOTES_FILE.read_text()) if NOTES_FILE.is_file() else {}
     lines = [
         "# Reproducing the tutorial systems",
@@ -108,7 +110,7 @@ def write_doc(rows: list[dict], path: Path) -> str:
         lines += [f"- `{r['recipe']}`: {notes[r['recipe']]}" for r in explained]
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text_atomic(path, text)
     return text
 
 
