@@ -210,6 +210,23 @@ def test_bad_files_give_one_error_entry_and_exit_2(tmp_path, cli, make):
     assert "Traceback" not in r.stderr.decode()
 
 
+def test_unreadable_list_file_and_no_images_are_one_error_line(tmp_path, cli):
+    garbage = tmp_path / "list.txt"
+    garbage.write_bytes(bytes(range(128, 256)) * 3)  # not UTF-8
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "none.lst").write_text("")
+    for args, message in [
+        ((str(garbage),), "list.txt: cannot read the list file"),
+        ((str(empty),), "no images found in"),
+        ((str(tmp_path / "none.lst"), str(empty)), "no images found in"),
+    ]:
+        r = cli("predict", *args, timeout=60)
+        err = r.stderr.decode()
+        assert r.returncode == 2 and r.stdout == b""
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize(
     "img",
     [Image.new("L", (1, 1), 0), Image.new("L", (20000, 10), 255)],

@@ -169,6 +169,10 @@ def test_apply_override_builds_missing_sections_and_rejects_bad_syntax():
         (("[train]", '[schedule]\npolicy = "inv"\n[train]'), "schedule", "needs gamma and power"),
         (("[train]", "[augment]\nrotation = 500\n[train]"), "augment.rotation", "less than"),
         (("batch_size = 32", "batch_size = 32\nnumber_pieces = 10"), "data", "needs negatives"),
+        (("lr = 0.1", "lr = inf"), "solver.lr", "finite number"),
+        (("iters = 10", "epochs = inf"), "train.epochs", "finite number"),
+        (("batch_size = 32", "batch_size = true"), "data", "batch_size: expected <class 'int'>"),
+        (("[train]", "[augment]\nrotation = true\n[train]"), "augment", "rotation: expected"),
     ],
 )
 def test_bad_recipe_is_one_error_naming_file_and_field(tmp_path, edit, field, message):

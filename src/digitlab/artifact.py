@@ -7,6 +7,7 @@ from the registry by name, and the rest is plain JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,18 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("architecture", "normalization"):
         if key not in meta:
             raise DigitlabError(f"{folder / META}: missing field {key!r}")
+    norm = meta["normalization"]
+    if not (
+        isinstance(norm, list)
+        and len(norm) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in norm)
+        and math.isfinite(norm[0])
+        and math.isfinite(norm[1])
+        and norm[1] > 0
+    ):
+        raise DigitlabError(
+            f"{folder / META}: normalization must be [shift, scale] with a finite scale > 0"
+        )
     return meta
 
 
@@ -92,10 +105,14 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Modu
         state = load_file(str(folder / WEIGHTS), device=device)
     except (SafetensorError, OSError) as exc:
         raise DigitlabError(f"{folder / WEIGHTS}: unreadable weights ({exc})") from None
+    broken = [k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()]
+    if broken:  # a diverged run: every prediction would be NaN
+        raise DigitlabError(f"{folder / WEIGHTS}: {broken[0]} holds NaN or infinite values")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, not the banner
         arch = meta["architecture"]
-        raise DigitlabError(f"{folder / WEIGHTS}: weights do not fit {arch}: {first}") from None
+        raise DigitlabError(f"{folder / WEIGHTS}: weights do not fit {arch}: {detail}") from None
     return model.to(device).eval(), meta

@@ -12,7 +12,9 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from digitlab.config import Section
 
 if TYPE_CHECKING:
     import torch
@@ -21,10 +23,8 @@ if TYPE_CHECKING:
     from digitlab.data.export import ExportReport
 
 
-class AugmentConfig(BaseModel):
+class AugmentConfig(Section):
     """The ``[augment]`` section of a recipe; every field at its default means no augmentation."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rotation: float = Field(0.0, ge=0, le=180, description="max rotation, degrees (uniform ±)")
     scale: tuple[float, float] = Field((1.0, 1.0), description="min and max zoom factor")

@@ -434,10 +434,13 @@ def predict_cmd(
 
     if model is None and len(paths) > 1 and (Path(paths[0]) / "model.json").is_file():
         model, paths = paths[0], paths[1:]
+    inputs = expand_inputs(paths)
+    if not inputs:  # only empty folders or list files: saying nothing would look like success
+        raise DigitlabError(f"no images found in {', '.join(paths)}")
     predictor = Predictor(model)
     failed = False
     results = predictor.predict_paths(
-        expand_inputs(paths), number=number, show_input=show_input, preprocess=not no_preprocess
+        inputs, number=number, show_input=show_input, preprocess=not no_preprocess
     )
     for r in results:
         failed |= "error" in r

@@ -13,6 +13,7 @@ it is the ensemble's true log-loss.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,21 @@ def build_ensemble(
     return Ensemble(models, norms, [tuple(s) for s in shifts] if shifts else None)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse to write over a model that is not an ensemble (a training run's own model, or
+    an exported one): rebuilding an ensemble in place is fine, losing a trained model is not."""
+    if (out / "metrics.jsonl").exists() or (out / "checkpoints").exists():
+        raise DigitlabError(f"{out}: already holds a training run; choose another --out")
+    meta = out / "model.json"
+    if meta.is_file():
+        try:
+            arch = json.loads(meta.read_text()).get("architecture")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            arch = None
+        if arch != ARCHITECTURE:
+            raise DigitlabError(f"{out}: already holds a model; choose another --out")
+
+
 def make_ensemble(
     models: list[str | os.PathLike], out: str | os.PathLike, tta: bool = False
 ) -> Path:
@@ -85,6 +101,7 @@ def make_ensemble(
 
     if not models:
         raise DigitlabError("give at least one model to put in the ensemble")
+    _check_out(Path(out))
     loaded = [load_artifact(m) for m in models]
     classes = {tuple(meta.get("classes", range(10))) for _, meta in loaded}
     if len(classes) > 1:

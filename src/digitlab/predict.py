@@ -58,8 +58,12 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
 
 
 def _list_file_entries(path: Path) -> list[Path]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DigitlabError(f"{path}: cannot read the list file ({exc})") from None
     entries = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         parts = line.strip().split("\t") if path.suffix == ".lst" else line.strip().split()
         if not parts or not parts[0]:
             continue

@@ -19,20 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from digitlab.augment import AugmentConfig
+from digitlab.config import Section
 from digitlab.errors import DigitlabError
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes_data"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelSection(_Section):
+class ModelSection(Section):
     """Which registered model, and optionally a different input scaling than its default."""
 
     name: str
@@ -66,7 +63,7 @@ class ModelSection(_Section):
         return self
 
 
-class DataSection(_Section):
+class DataSection(Section):
     """The splits to train and validate on, and batch sizes."""
 
     train_split: Literal["train", "train50k"] = "train"
@@ -108,7 +105,7 @@ class DataSection(_Section):
         return self
 
 
-class SolverSection(_Section):
+class SolverSection(Section):
     """Optimizer and its hyper-parameters; ``lr`` is the base rate the schedule scales."""
 
     optimizer: Literal["sgd", "adam", "adamw"]
@@ -156,7 +153,7 @@ POLICY_NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-class ScheduleSection(_Section):
+class ScheduleSection(Section):
     """Learning-rate policy; see :func:`digitlab.train.schedules.lr_at` for the formulas."""
 
     policy: Policy = "fixed"
@@ -189,7 +186,7 @@ class ScheduleSection(_Section):
         return self
 
 
-class TrainSection(_Section):
+class TrainSection(Section):
     """How long to train and when to validate, checkpoint and log (all in iterations)."""
 
     iters: int | None = Field(None, gt=0)
@@ -209,7 +206,7 @@ class TrainSection(_Section):
         return self
 
 
-class Recipe(_Section):
+class Recipe(Section):
     """A whole training setup. ``cites``/``target_accuracy`` record the figure it reproduces."""
 
     name: str = Field(min_length=1)

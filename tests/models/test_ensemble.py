@@ -4,6 +4,7 @@ probabilities, each member sees its own normalisation, and every model command t
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,18 +127,66 @@ def test_shifted_views_move_the_ink_and_average_five_views(members, mnist, tmp_p
     assert not np.allclose(views[0], views[1], atol=1e-3)
 
 
-@pytest.mark.parametrize("case", ["missing member", "nested ensemble"])
+@pytest.mark.parametrize("case", ["missing member", "nested ensemble", "out is a run"])
 def test_bad_ensembles_fail_with_one_line(members, tmp_path, cli, case):
+    out_dir = tmp_path / "e2"
     if case == "missing member":
         args = [str(members[0]), str(tmp_path / "nowhere")]
-    else:
+    elif case == "nested ensemble":
         assert cli("ensemble", str(members[0]), "--out", str(tmp_path / "e1")).returncode == 0
         args = [str(tmp_path / "e1"), str(members[1])]
-    out = cli("ensemble", *args, "--out", str(tmp_path / "e2"))
+    else:  # writing over a training run would lose its own model
+        out_dir = tmp_path / "run-copy"
+        shutil.copytree(members[0], out_dir)
+        args = [str(members[0]), str(members[1])]
+    before = (out_dir / "model.json").read_bytes() if out_dir.exists() else None
+    out = cli("ensemble", *args, "--out", str(out_dir))
     assert out.returncode == 2
     err = out.stderr.decode().strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert not (tmp_path / "e2" / "model.json").exists()
+    if before is None:
+        assert not (out_dir / "model.json").exists()
+    else:
+        assert "already holds a training run" in err
+        assert (out_dir / "model.json").read_bytes() == before
+
+
+def test_an_ensemble_can_be_rebuilt_in_place(members, tmp_path, cli):
+    out_dir = str(tmp_path / "e")
+    assert cli("ensemble", str(members[0]), "--out", out_dir).returncode == 0
+    assert cli("ensemble", str(members[0]), str(members[1]), "--out", out_dir).returncode == 0
+    meta = json.loads((tmp_path / "e" / "model.json").read_text())
+    assert len(meta["model_kwargs"]["members"]) == 2
+
+
+def test_broken_model_files_are_refused_in_one_line(members, tmp_path, cli, mnist):
+    """A diverged run (NaN weights) or a hand-edited normalisation would make every answer
+    NaN, which is not even valid JSON: predict refuses the model instead."""
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    digit = tmp_path / "d.png"
+    Image.fromarray(mnist["test"].images[0]).save(digit)
+    nan_run = tmp_path / "nan"
+    shutil.copytree(members[0], nan_run)
+    state = load_file(str(nan_run / "model.safetensors"))
+    first = next(iter(state))
+    state[first] = torch.full_like(state[first], float("nan"))
+    save_file(state, str(nan_run / "model.safetensors"))
+    cases = {nan_run: f"{first} holds NaN or infinite values"}
+    for bad in ("abc", [0, 0], [0], [0, True]):
+        folder = tmp_path / f"norm-{len(cases)}"
+        shutil.copytree(members[0], folder)
+        meta = json.loads((folder / "model.json").read_text())
+        meta["normalization"] = bad
+        (folder / "model.json").write_text(json.dumps(meta))
+        cases[folder] = "normalization must be [shift, scale] with a finite scale > 0"
+    for folder, message in cases.items():
+        for args in (("predict", "--model", str(folder), str(digit)), ("evaluate", str(folder))):
+            out = cli(*args)
+            err = out.stderr.decode().strip()
+            assert out.returncode == 2 and message in err, (folder, err)
+            assert len(err.splitlines()) == 1
 
 
 def test_an_ensemble_of_held_out_members_can_be_calibrated(members, tmp_path, cli):

@@ -187,7 +187,7 @@ async def _multipart_images(request: Request, many: bool, max_batch: int) -> lis
 async def _json_images(request: Request, many: bool) -> list[bytes | str]:
     try:
         body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise HTTPException(422, "body is not valid JSON") from None
     key = "images" if many else "image"
     value = body.get(key) if isinstance(body, dict) else None
