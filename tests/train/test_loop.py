@@ -126,6 +126,19 @@ def test_training_into_an_existing_run_without_resume_is_refused(tmp_path, cli):
     assert len(err) == 1 and "already holds a run" in err[0]
 
 
+def test_resuming_with_another_model_is_refused_and_keeps_the_run(tmp_path, cli):
+    run = tmp_path / "run"
+    ok = cli("train", str(write_recipe(tmp_path, "softmax", iters=30)), "--out", str(run))
+    assert ok.returncode == 0, ok.stderr.decode()
+    saved = (run / "recipe.toml").read_bytes()
+    other = write_recipe(tmp_path, "mlp-mxnet", iters=60)
+    again = cli("train", str(other), "--resume", "--out", str(run), "--no-progress")
+    assert again.returncode == 2
+    err = again.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "checkpoints are of model softmax, not mlp-mxnet" in err[0], err
+    assert (run / "recipe.toml").read_bytes() == saved  # the run's record is untouched
+
+
 def test_artifact_round_trip_and_evaluate_agrees_with_predict(tmp_path, cli, mnist):
     from PIL import Image
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from digitlab.errors import DigitlabError
+from digitlab.train.runlog import read_metrics
 from digitlab.viz.plots import KINDS, draw_kind, new_figure, plot_runs, run_events
 
 CAFFE_KINDS = {
@@ -117,6 +118,15 @@ def test_a_run_still_in_progress_plots_what_it_has(logged_run, tmp_path):
     assert_png(out)
 
 
+def test_lines_that_are_not_events_are_skipped(logged_run, tmp_path):
+    """Hand-edited or foreign lines must not crash a plot: only well-formed events count."""
+    good = logged_run("good")
+    junk = '[1, 2]\n{"phase": "val", "iter": "x", "accuracy": "y"}\n{"phase": "val", "iter": true}'
+    mixed = logged_run("mixed", tail=junk)
+    assert read_metrics(mixed) == read_metrics(good)
+    assert_png(plot_runs([mixed], "test-acc-vs-iters", tmp_path / "acc.png"))
+
+
 def test_a_run_without_validation_events_says_so(logged_run, tmp_path):
     early = logged_run("early", phases=("train",))
     with pytest.raises(DigitlabError, match="no validation events"):
@@ -132,10 +142,15 @@ def test_a_run_without_validation_events_says_so(logged_run, tmp_path):
         (["{hand}", "--kind", "accuracy-vs-time"], "unknown plot kind"),
         (["{hand}", "--kind", "lr-vs-iters", "--out", "{tmp}/lr.jpg"], ".png or .svg"),
         (["{tmp}", "--kind", "lr-vs-iters"], "no metrics.jsonl"),
+        (["{binary}", "--kind", "lr-vs-iters"], "not a metrics file (not UTF-8 text)"),
     ],
 )
 def test_bad_input_exits_2_with_one_stderr_line(cli, logged_run, tmp_path, args, message):
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "metrics.jsonl").write_bytes(bytes(range(128, 256)) * 4)
     paths = {"empty": logged_run("empty", []), "hand": logged_run(), "tmp": tmp_path}
+    paths["binary"] = binary
     r = cli("plot", *[a.format(**paths) for a in args])
     err = r.stderr.decode()
     assert r.returncode == 2

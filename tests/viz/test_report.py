@@ -175,3 +175,14 @@ def test_report_of_a_folder_that_is_not_a_run_is_a_user_error(cli, tmp_path, wha
         write_report(folder)
     r = cli("report", str(folder))
     assert r.returncode == 2 and len(r.stderr.decode().strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("broken", ["recipe.toml", "metrics.jsonl"])
+def test_a_run_with_a_file_that_is_not_text_is_a_user_error(cli, tiny_run, tmp_path, broken):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / broken).write_bytes(bytes(range(128, 256)) * 4)
+    r = cli("report", str(run), "--out", str(tmp_path / "r.html"))
+    err = r.stderr.decode().strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and broken in err, err
+    assert not (tmp_path / "r.html").exists()

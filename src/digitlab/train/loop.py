@@ -189,12 +189,36 @@ def check_shards(n: int, batch_size: int, workers: int) -> None:
         )
 
 
+def _check_same_model(run_dir: Path, recipe: Recipe) -> None:
+    """Resuming with another model than the run's would fail deep in torch, and only after
+    the run's recipe.toml had been replaced: compare the [model] sections first."""
+    from digitlab.recipes import load_recipe
+
+    saved = run_dir / "recipe.toml"
+    if not saved.is_file():
+        return
+    try:
+        before = load_recipe(str(saved)).model
+    except DigitlabError:
+        return  # an unreadable record: the checkpoint itself is checked when loaded
+    if before != recipe.model:
+        was, now = (
+            f"{m.name} {m.options}" if m.options else m.name for m in (before, recipe.model)
+        )
+        raise DigitlabError(
+            f"{run_dir}: its checkpoints are of model {was}, not {now}; "
+            f"resume it with its own recipe ({saved})"
+        )
+
+
 def _open_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> Path | None:
     """Check and prepare the run folder (rank 0's job); the checkpoint to resume from."""
     from digitlab.recipes import recipe_to_toml
 
     ckpt_file = latest_checkpoint(run_dir) if resume else None
     refuse_existing_run(run_dir, resume)
+    if ckpt_file is not None:
+        _check_same_model(run_dir, recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     prune_partial_files(run_dir)
     write_text_atomic(run_dir / "recipe.toml", recipe_to_toml(recipe))
@@ -328,8 +352,14 @@ def _train(
 
     start, elapsed, compute = 0, 0.0, 0.0
     if ck is not None:
-        model.load_state_dict(ck["model_state"])
-        optimizer.load_state_dict(ck["optim_state"])
+        try:
+            model.load_state_dict(ck["model_state"])
+            optimizer.load_state_dict(ck["optim_state"])
+        except (RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise DigitlabError(
+                f"{ckpt_name}: does not fit this recipe's model ({first})"
+            ) from None
         info = ck["info"]
         start, elapsed = int(info["iteration"]), float(info["elapsed"])
         compute = float(info.get("compute", 0.0))

@@ -20,15 +20,28 @@ METRICS = "metrics.jsonl"
 TEXT_LOG = "train.log"
 
 
+NUMERIC = ("iter", "epoch", "elapsed", "loss", "accuracy", "lr")  # what plots compute with
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All complete events of a run (a half-written last line of a live run is skipped)."""
+    """All complete events of a run. A half-written last line of a live run is skipped, and
+    so is any line that is not an event object with numbers where numbers belong."""
     path = Path(run_dir) / METRICS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DigitlabError(f"{path}: not a metrics file (not UTF-8 text)") from None
     events = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except ValueError:
             continue
+        if isinstance(event, dict) and all(
+            isinstance(event.get(k, 0), int | float) and not isinstance(event.get(k), bool)
+            for k in NUMERIC
+        ):
+            events.append(event)
     return events
 
 

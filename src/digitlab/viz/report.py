@@ -127,9 +127,11 @@ def _read_recipe(run: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DigitlabError(f"{run}: no recipe.toml here; pass a folder made by `digitlab train`")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise DigitlabError(f"{path}: not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DigitlabError(f"{path}: cannot read ({exc})") from None
 
 
 def _read_model(run: Path) -> tuple[dict[str, Any] | None, Any]:
@@ -280,7 +282,7 @@ def _recipe_html(recipe: dict[str, Any], run: Path) -> str:
             else:
                 rows.append((k, _e(_fmt_value(v))))
         cards.append(f"<div class='card'><h3>[{_e(name)}]</h3>{_kv_table(rows)}</div>")
-    raw = _e((run / "recipe.toml").read_text())
+    raw = _e((run / "recipe.toml").read_text(encoding="utf-8"))  # read once already
     return (
         "<p>The resolved recipe this run trained with (every default filled in).</p>"
         f"{about}<div class='cards'>{''.join(cards)}</div>"
