@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import shutil
 import socket
 import threading
 import time
@@ -242,6 +243,23 @@ def test_cache_refetches_a_file_changed_after_verification(tmp_path, url):
     assert report.sources["t10k-labels-idx1-ubyte.gz"] == url("good")
     assert report.sources["train-images-idx3-ubyte.gz"] == "cache"
     assert report.digests == _expected_digests()
+
+
+def test_a_copied_cache_or_a_lost_manifest_is_checked_again_offline(tmp_path, url, server):
+    """``cp -r`` gives the files new times, so the manifest no longer vouches for them: their
+    content is verified again instead of being downloaded (or refused with no network)."""
+    first = tmp_path / "first"
+    _fetch(first, url("good"))
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy, copy_function=shutil.copyfile)  # new mtimes, like cp -r
+    (copy / "manifest.json").unlink()
+    server.requests.clear()
+    report = _fetch(copy, "http://127.0.0.1:1/")
+    assert set(report.sources.values()) == {"cache"}
+    assert report.digests == _expected_digests()
+    assert server.requests == []
+    again = _fetch(copy, "http://127.0.0.1:1/")  # recorded: trusted without hashing now
+    assert set(again.sources.values()) == {"cache"}
 
 
 def test_file_url_mirror_works(tmp_path, mnist_mirror):
