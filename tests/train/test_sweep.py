@@ -163,6 +163,11 @@ def _run_main(args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
         (["--grid", "solver.lr=-1,0.1"], "greater than 0"),
         (["--grid", "solver.lr"], "KEY=V1,V2"),
         (["--grid", "solver.lr=0.1,0.3,...,1.0"], "does not land on 1.0"),
+        (["--grid", "data.batch_size=1,2,...,100000"], "counts more than 10,000 values"),
+        (
+            ["--grid", "data.batch_size=1,2,...,200", "--grid", "solver.lr=0.01,0.02,...,1.0"],
+            "the grid has 20,000 trials; at most 10,000",
+        ),
         (["--optuna", "3", "--range", "bogus.lr=0.1:1"], "bogus"),
         (["--optuna", "3", "--range", "solver.lr=1:0.1"], "LO must be below HI"),
         (["--optuna", "3", "--range", "solver.lr=0:1:log"], "LO > 0"),

@@ -127,7 +127,9 @@ def _expand_ellipsis(items: list[str], where: str) -> list[str]:
             "or grow by one ratio (A,B,C,...: three values)"
         )
     values, v, rising = [], start[0], start[1] > start[0]
-    while (v <= end if rising else v >= end) and len(values) <= MAX_TRIALS:
+    while v <= end if rising else v >= end:
+        if len(values) == MAX_TRIALS:
+            raise DigitlabError(f"{where}: counts more than {MAX_TRIALS:,} values")
         values.append(v)
         v = grow(v)
     if not values or values[-1] != end:

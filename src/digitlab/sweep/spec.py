@@ -3,6 +3,7 @@ training: bad fields, bad values, and any objective that would choose on the tes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,16 +109,18 @@ def check_sweep(spec: SweepSpec) -> None:
     if both:
         raise DigitlabError(f"{', '.join(both)} is both swept and fixed by --set; drop one")
     _check_validates_on_validation(load_recipe(spec.recipe, spec.overrides), spec.recipe)
+    if spec.grid:
+        size = math.prod(len(axis.values) for axis in spec.axes)
+        if size > MAX_TRIALS:
+            raise DigitlabError(f"the grid has {size:,} trials; at most {MAX_TRIALS:,}")
     flag = "--grid" if spec.grid else "--range"
     for axis in spec.axes:
+        where = f"{flag} {axis.describe()}"
         for value in axis.probes():
-            recipe = load_trial_recipe(spec, {axis.key: value}, f"{flag} {axis.describe()}")
+            recipe = load_trial_recipe(spec, {axis.key: value}, where)
             _check_validates_on_validation(recipe, f"{spec.recipe} with {axis.key}={value}")
     if spec.grid:
-        points = grid_points(spec.grid)
-        if len(points) > MAX_TRIALS:
-            raise DigitlabError(f"the grid has {len(points):,} trials; at most {MAX_TRIALS:,}")
-        for params in points:  # fields that only clash in combination
+        for params in grid_points(spec.grid):  # fields that only clash in combination
             load_trial_recipe(spec, params, "--grid")
 
 
