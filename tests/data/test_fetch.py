@@ -197,6 +197,22 @@ def test_a_mirror_that_never_answers_is_not_waited_on_again_for_the_other_files(
     assert connections == 1  # the first file's attempt only, not one per file
 
 
+def test_a_mirror_that_never_answers_is_not_retried(tmp_path, url, hanging_socket, hanging_url):
+    """Retries are for servers that answer badly (5xx); with no network, three attempts per
+    mirror would triple the wait before the user hears that nothing could be fetched."""
+    report = _fetch(tmp_path, hanging_url, url("good"), retries=2)
+    assert set(report.sources.values()) == {url("good")}
+    hanging_socket.setblocking(False)
+    connections = 0
+    while True:
+        try:
+            hanging_socket.accept()[0].close()
+        except BlockingIOError:
+            break
+        connections += 1
+    assert connections == 1
+
+
 def test_unreadable_local_mirror_file_is_a_failure_not_a_crash(tmp_path, url, monkeypatch):
     import shutil
 

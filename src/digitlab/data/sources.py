@@ -179,9 +179,13 @@ class _Unreachable(ValueError):
 def _download(
     url: str, dest: Path, timeout: float, retries: int, progress: Progress | None
 ) -> None:
-    """Fetch ``url`` into ``dest`` (a temp file), retrying transient network errors."""
+    """Fetch ``url`` into ``dest`` (a temp file), retrying what a server may get right next
+    time (5xx, 429, a cut body). A mirror that does not answer at all is not retried: with
+    no network, each retry would add ``timeout`` seconds per mirror before the user learns."""
     last: Exception | None = None
     for attempt in range(retries + 1):
+        if isinstance(last, _Unreachable):
+            break
         if attempt:
             time.sleep(min(2.0**attempt, 8.0) * 0.5)
         try:
