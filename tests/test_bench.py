@@ -122,6 +122,7 @@ def test_int8_variant_names_round_trip_and_bad_ones_say_what_is_allowed():
     [
         (["no-such-model"], "unknown model 'no-such-model'; known models:"),
         (["softmax", "--batch", "0"], "--batch"),
+        (["softmax", "--batch", "100000000"], "1<=x<=65536"),
         (["softmax", "--backend", "tensorrt"], "unknown backend 'tensorrt'"),
         (["softmax", "--backend", "ort-fp32:qdq"], "only the int8 backends take a :VARIANT"),
         (["./no/such/run"], "no such model or run folder"),

@@ -747,7 +747,13 @@ def report_cmd(run: str, out: str | None) -> None:
 
 @cli.command("bench")
 @click.argument("model", metavar="MODEL_OR_RUN")
-@click.option("--batch", default=64, show_default=True, type=click.IntRange(1), help="Batch size.")
+@click.option(
+    "--batch",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 65536),  # larger would only ask for tens of GB of memory
+    help="Batch size.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N] (torch only).")
 @click.option("--threads", type=click.IntRange(1), help="Threads / cores to use [all available].")
 @click.option(
