@@ -373,6 +373,13 @@ def test_preview_cli_with_unknown_recipe_is_one_line_error(cli, tmp_path):
     assert len(r.stderr.decode().strip().splitlines()) == 1
 
 
+def test_preview_cli_refuses_a_file_name_that_is_not_png(cli, recipe_file, tmp_path):
+    out = tmp_path / "g.jpg"
+    r = cli("data", "augment-preview", str(recipe_file), "--out", str(out), "--n", "2")
+    assert r.returncode == 2 and "name the file .png" in r.stderr.decode()
+    assert len(r.stderr.decode().strip().splitlines()) == 1 and not out.exists()
+
+
 def test_preview_cli_refuses_a_bad_augment_setting_in_one_line(cli, recipe_file, tmp_path):
     out = tmp_path / "g.png"
     args = ("--set", "augment.crop=[28,24]", "--out", str(out))

@@ -43,6 +43,8 @@ def data() -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per request.")
 def data_fetch(mirror: str | None, cache_dir: str | None, timeout: float) -> None:
     """Download and verify the four MNIST files (instant when already cached)."""
+    if not 0 < timeout < float("inf"):  # also refuses nan, which every comparison lets through
+        raise click.BadParameter("must be a positive number of seconds", param_hint="--timeout")
     from digitlab.data.sources import fetch_mnist, rich_progress
 
     progress, close = rich_progress()
@@ -168,6 +170,8 @@ def data_augment_preview(
     from digitlab.fileio import write_bytes_atomic
     from digitlab.recipes import load_recipe
 
+    if not out.lower().endswith(".png"):
+        raise DigitlabError(f"{out}: the preview is written as PNG; name the file .png")
     cfg = load_recipe(recipe, overrides).augment
     write_bytes_atomic(out, augment_preview_png(load_split("train"), cfg, n=n, seed=seed))
     click.echo(f"augmentation: {describe(cfg)}")

@@ -307,3 +307,11 @@ def test_cli_fetch_from_a_bad_mirror_exits_2_with_one_line(tmp_path, cli, monkey
     assert "Traceback" not in stderr
     assert "could not fetch" in stderr and str(tmp_path / "nowhere") in stderr
     assert not list((tmp_path / "c").iterdir())
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_cli_fetch_refuses_a_timeout_that_is_not_a_positive_number(tmp_path, cli, timeout):
+    r = cli("data", "fetch", "--cache-dir", str(tmp_path / "c"), "--timeout", timeout)
+    err = r.stderr.decode().strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and "--timeout" in err, err
+    assert not (tmp_path / "c").exists()
