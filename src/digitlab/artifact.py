@@ -69,8 +69,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         isinstance(norm, list)
         and len(norm) == 2
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in norm)
-        and math.isfinite(norm[0])
-        and math.isfinite(norm[1])
+        and all(math.isfinite(v) for v in norm)
         and norm[1] > 0
     ):
         raise DigitlabError(

@@ -74,7 +74,7 @@ def write_report(
 
 def render_report(run: Path, events: list[dict[str, Any]], seed: int = 0) -> str:
     """The whole page as a string."""
-    recipe = _read_recipe(run)
+    recipe, recipe_text = _read_recipe(run)
     meta, model = _read_model(run)
     results = _evaluate(model, meta) if model is not None else None
     arch = meta["architecture"] if meta else recipe.get("model", {}).get("name", "?")
@@ -89,7 +89,7 @@ def render_report(run: Path, events: list[dict[str, Any]], seed: int = 0) -> str
     no_model = _note("No model yet: the run is still training (or stopped before the end).")
     body = [
         _header(run, arch, meta, results, events, ops),
-        _section("recipe", _recipe_html(recipe, run)),
+        _section("recipe", _recipe_html(recipe, recipe_text)),
         _section("curves", _img(_curves_figure(events), "training curves")),
         _row(
             "confusion",
@@ -122,12 +122,14 @@ def render_report(run: Path, events: list[dict[str, Any]], seed: int = 0) -> str
 # ---------------------------------------------------------------------------- inputs
 
 
-def _read_recipe(run: Path) -> dict[str, Any]:
+def _read_recipe(run: Path) -> tuple[dict[str, Any], str]:
+    """The run's recipe.toml, parsed and as text (the report shows both)."""
     path = run / "recipe.toml"
     if not path.is_file():
         raise DigitlabError(f"{run}: no recipe.toml here; pass a folder made by `digitlab train`")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         raise DigitlabError(f"{path}: not valid TOML ({exc})") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -259,7 +261,7 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
-def _recipe_html(recipe: dict[str, Any], run: Path) -> str:
+def _recipe_html(recipe: dict[str, Any], text: str) -> str:
     prose = ("description", "cites")
     top = [
         (k, _e(_fmt_value(v)))
@@ -282,7 +284,7 @@ def _recipe_html(recipe: dict[str, Any], run: Path) -> str:
             else:
                 rows.append((k, _e(_fmt_value(v))))
         cards.append(f"<div class='card'><h3>[{_e(name)}]</h3>{_kv_table(rows)}</div>")
-    raw = _e((run / "recipe.toml").read_text(encoding="utf-8"))  # read once already
+    raw = _e(text)
     return (
         "<p>The resolved recipe this run trained with (every default filled in).</p>"
         f"{about}<div class='cards'>{''.join(cards)}</div>"
