@@ -48,9 +48,10 @@ bundle: setup
 	$(BIN)/digitlab train bundled --out $(BUNDLE_RUN)
 	$(BIN)/digitlab calibrate $(BUNDLE_RUN)
 	$(BIN)/digitlab export $(BUNDLE_RUN) --format onnx
+	$(BIN)/digitlab train-line $(BUNDLE_RUN)
 	mkdir -p src/digitlab/assets/model
 	cp $(BUNDLE_RUN)/model.json $(BUNDLE_RUN)/model.safetensors $(BUNDLE_RUN)/model.onnx \
-	  src/digitlab/assets/model/
+	  $(BUNDLE_RUN)/line.onnx src/digitlab/assets/model/
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

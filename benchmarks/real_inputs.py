@@ -104,13 +104,25 @@ def main() -> None:
 
     numbers = synth.realistic_numbers(test.images, test.labels, args.numbers, seed=seed_numbers)
     num_rows, num_fails = [], []
+    t0 = time.perf_counter()
     for data, text, kind in numbers:
         r = pred.predict_image(data, number=True)
         num_rows.append((f"{kind} ({len(text)} digits)" if kind != "touching" else kind,
                          r["number"] == text))  # fmt: skip
         if r["number"] != text:
             num_fails.append(number_failure(text, r["number"]))
+    num_ms = (time.perf_counter() - t0) * 1000 / max(1, len(numbers))
     num_acc = np.mean([ok for _, ok in num_rows])
+    # the same numbers read by the lattice alone, to show what the line model adds
+    lattice_only = Predictor(args.model, line=False)
+    t0 = time.perf_counter()
+    alone = [lattice_only.predict_image(d, number=True)["number"] == t for d, t, _ in numbers]
+    alone_ms = (time.perf_counter() - t0) * 1000 / max(1, len(numbers))
+    line_note = (
+        f"| exact numbers read by the lattice alone (no line model) | {np.mean(alone):.2%} | | |"
+        if pred.line is not None
+        else "| (this model has no line model) | | | |"
+    )
 
     negs = synth.non_digits(args.non_digits, seed=seed_negs)
     neg_rows = [(kind, not pred.predict_image(data)["is_digit"]) for data, kind in negs]
@@ -174,6 +186,9 @@ def main() -> None:
         f"{target(acc >= 0.985)} |",
         f"| exact numbers, 2-6 digits ({args.numbers}) | {num_acc:.2%} | >= 95% | "
         f"{target(num_acc >= 0.95)} |",
+        line_note,
+        f"| time per number, with / without the line model | {num_ms:.0f} / {alone_ms:.0f} ms "
+        "| | |",
         f"| non-digits rejected ({args.non_digits}) | {neg_rej:.2%} | >= 95% | "
         f"{target(neg_rej >= 0.95)} |",
         f"| real digits rejected | {digit_rej:.2%} | <= 1% | {target(digit_rej <= 0.01)} |",

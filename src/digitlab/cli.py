@@ -410,6 +410,32 @@ def calibrate_cmd(model: str, max_digit_rejection: float) -> None:
     click.echo(line)
 
 
+@cli.command("train-line")
+@click.argument("model", metavar="RUN_OR_MODEL")
+@click.option(
+    "--lines",
+    default=60_000,
+    show_default=True,
+    type=click.IntRange(100, 1_000_000),
+    help="Numbers written with train50k digits to train on.",
+)
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--seed", default=0, show_default=True, type=int)
+def train_line_cmd(model: str, lines: int, epochs: int, seed: int) -> None:
+    """Train the line recogniser that re-ranks `predict --number`'s readings (line.onnx).
+
+    It is trained with CTC on whole numbers written with train50k digits, checked on numbers
+    written with val digits, and saved beside the model; `predict --number` then uses it.
+    """
+    from digitlab.train.line import train_line
+
+    block = train_line(model, lines=lines, epochs=epochs, seed=seed, log=_echo_stderr)
+    click.echo(
+        f"line model: {block['val_sequence_accuracy']:.2%} of {block['val_lines']} val lines "
+        f"read exactly ({block['parameters']:,} parameters, {block['seconds']:.0f} s)"
+    )
+
+
 @cli.command("predict")
 @click.argument("paths", nargs=-1, required=True, metavar="[RUN_OR_MODEL] PATH...")
 @click.option("--model", "model", help="Run or model folder [the bundled default model].")

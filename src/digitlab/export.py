@@ -141,11 +141,12 @@ def _max_abs_diff(model, onnx_bytes: bytes, images: np.ndarray) -> float:
 
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
-    got = _session(onnx_bytes, threads=0).run(None, {"pixels": images})[0]
+    got = ort_session(onnx_bytes, threads=0).run(None, {"pixels": images})[0]
     return float(np.abs(expected - got).max())
 
 
-def _session(model: bytes | str, threads: int):
+def ort_session(model: bytes | str, threads: int):
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads, warnings silenced."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -179,7 +180,7 @@ class OnnxBackend:
         if threads is None:
             threads = int(os.environ.get("DIGITLAB_ONNX_THREADS", "1"))
         try:
-            self.session = _session(str(path), threads)
+            self.session = ort_session(str(path), threads)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise DigitlabError(f"{path}: not a loadable ONNX model ({exc})") from None
         built_from = self.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)

@@ -22,6 +22,7 @@ import numpy as np
 from digitlab.errors import DigitlabError
 
 if TYPE_CHECKING:
+    from digitlab.lines import LineReader
     from digitlab.numbers import Reading
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
@@ -191,13 +192,13 @@ def number_result(
     """The ``--number`` contract for the digits found in one line."""
     if not readings:
         return {"number": None, "digits": []}
-    confs = [float(r.probabilities[:10].max()) for r in readings]
+    confs = [r.confidence for r in readings]
     readable = float(np.mean(confs)) >= threshold
     digits = []
     for reading, conf in zip(readings, confs, strict=True):
         sure = conf >= threshold
         entry = {
-            "digit": int(reading.probabilities[:10].argmax()) if sure or readable else None,
+            "digit": reading.digit if sure or readable else None,
             "confidence": round(conf, 6),
             "is_digit": sure,
             "box": list(reading.segment.box),
@@ -214,16 +215,25 @@ class Predictor:
 
     ``model`` is a run or model folder, or None for the bundled default model. The model's
     ``model.json`` may carry a ``rejection`` block (temperature, threshold, method); models
-    trained with an eleventh "not a digit" class use it for rejection.
+    trained with an eleventh "not a digit" class use it for rejection. A folder holding a
+    ``line.onnx`` (:mod:`digitlab.lines`) reads numbers with it too, unless ``line=False``.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, backend: str = "torch") -> None:
+    def __init__(
+        self, model: str | os.PathLike | None = None, backend: str = "torch", line: bool = True
+    ) -> None:
         from digitlab.artifact import read_meta
 
         self.folder = resolve_model(model)
         self.meta = read_meta(self.folder)
         self.backend = load_backend(self.folder, backend)
         self.rejection = {**DEFAULT_REJECTION, **self.meta.get("rejection", {})}
+        self.line: LineReader | None = None  # the folder's line recogniser, for numbers
+        if line:
+            from digitlab.lines import LINE_FILE, LineReader
+
+            if (self.folder / LINE_FILE).is_file():
+                self.line = LineReader(self.folder / LINE_FILE)
 
     # -- arrays -----------------------------------------------------------------------------
 
@@ -297,7 +307,7 @@ class Predictor:
         """
         from digitlab.numbers import read_digits
 
-        readings = read_digits(img, self.piece_probabilities)
+        readings = read_digits(img, self.piece_probabilities, self.line)
         return number_result(readings, float(self.rejection["threshold"]), explain)
 
     def predict_paths(

@@ -1,0 +1,130 @@
+"""A second opinion on a written number: a line recogniser that needs no cuts.
+
+:mod:`digitlab.numbers` cuts a line into candidate pieces and asks the digit model about each.
+Where two digits overlap (a 1 whose stroke crosses the 9 beside it), no cut parts them and
+the piece model reads the pair as a 7, or drops one. The line model reads the whole line at
+once: a small CNN over the line scaled to 32 px high, one column of class scores (ten digits
+and CTC's blank) per 4 px, trained with CTC (Graves et al., 2006) on numbers written with
+training digits (:mod:`digitlab.train.line`). It never says where a digit is, so it does not
+replace the lattice: it re-ranks the lattice's readings (:func:`rerank`), and boxes and
+per-digit images still come from the pieces.
+
+This module needs numpy and onnxruntime only; the model ships as ``line.onnx`` beside the
+digit model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from digitlab.errors import DigitlabError
+
+if TYPE_CHECKING:
+    from digitlab.segment import Layout
+
+LINE_FILE = "line.onnx"
+LINE_HEIGHT = 32  # px: the line model's input height
+DIGIT_HEIGHT = 22  # px: the line's typical digit is scaled to this height...
+MARGIN = 4  # ...with this much background left and right
+STRIDE = 4  # px of line per output column
+MAX_WIDTH = 4096  # px: a wider line (a 20000x10 strip) is left to the lattice alone
+BLANK = 10  # CTC's "no new digit here" class
+BEAM = 8  # readings kept by the line model's prefix beam search
+
+
+def line_image(layout: Layout) -> np.ndarray | None:
+    """The ink of the line's digit groups (specks dropped) as uint8 (32, W), W a multiple of
+    :data:`STRIDE`, digits about :data:`DIGIT_HEIGHT` px high; None when too wide to read."""
+    groups = layout.groups
+    members = [k for g in groups for k in g[0]]
+    x0, x1 = min(g[1] for g in groups), max(g[2] for g in groups)
+    y0, y1 = min(g[3] for g in groups), max(g[4] for g in groups)
+    ink = layout.ink.ink[y0:y1, x0:x1] * np.isin(layout.labels[y0:y1, x0:x1], members)
+    h, w = ink.shape
+    scale = min(DIGIT_HEIGHT / max(layout.height, 1.0), (LINE_HEIGHT - 2) / h)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    width = nw + 2 * MARGIN
+    width += -width % STRIDE
+    if width > MAX_WIDTH:
+        return None
+    small = Image.fromarray(ink.astype(np.float32), "F").resize((nw, nh), Image.Resampling.BILINEAR)
+    out = np.zeros((LINE_HEIGHT, width), np.float32)
+    top = (LINE_HEIGHT - nh) // 2
+    out[top : top + nh, MARGIN : MARGIN + nw] = np.asarray(small)
+    return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+class LineReader:
+    """ONNX Runtime on a ``line.onnx``: a line image (32, W) uint8 -> log-probabilities
+    (W/4, 11), one row per 4 px column, the last class CTC's blank."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        from digitlab.export import ort_session
+
+        if threads is None:
+            threads = int(os.environ.get("DIGITLAB_ONNX_THREADS", "1"))
+        try:
+            self.session = ort_session(str(path), threads)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise DigitlabError(f"{path}: not a loadable line model ({exc})") from None
+        self.path = Path(path)
+
+    def log_probs(self, line_u8: np.ndarray) -> np.ndarray:
+        if line_u8.ndim != 2 or line_u8.shape[0] != LINE_HEIGHT or line_u8.shape[1] < STRIDE:
+            raise DigitlabError(
+                f"a line image is {LINE_HEIGHT} px high and at least {STRIDE} wide, "
+                f"not {line_u8.shape}"
+            )
+        x = np.ascontiguousarray(line_u8, dtype=np.uint8)[None]
+        z = self.session.run(None, {"line": x})[0][0].astype(np.float64)  # (W/4, 11)
+        z -= z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+# ------------------------------------------------------------------------------ CTC
+
+
+def ctc_log_likelihood(lp: np.ndarray, digits: str) -> float:
+    """log P(digits | line) under CTC: the sum over every alignment of the string to the
+    columns of ``lp`` (T, 11), by the forward algorithm; -inf when it cannot fit."""
+    if not digits:
+        return float(lp[:, BLANK].sum())
+    ext = np.full(2 * len(digits) + 1, BLANK)  # blank, d1, blank, d2, ..., blank
+    ext[1::2] = [int(c) for c in digits]
+    # a step may skip the blank between two different digits
+    skip = np.zeros(ext.shape, bool)
+    skip[2:] = (ext[2:] != BLANK) & (ext[2:] != ext[:-2])
+    alpha = np.full(ext.shape, -np.inf)
+    alpha[0], alpha[1] = lp[0, BLANK], lp[0, ext[1]]
+    for t in range(1, lp.shape[0]):
+        prev1 = np.concatenate(([-np.inf], alpha[:-1]))
+        prev2 = np.where(skip, np.concatenate(([-np.inf, -np.inf], alpha[:-2])), -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, prev1), prev2) + lp[t, ext]
+    return float(np.logaddexp(alpha[-1], alpha[-2]))
+
+
+def prefix_beam(lp: np.ndarray, width: int = BEAM) -> dict[str, float]:
+    """The ``width`` likeliest strings under CTC (prefix beam search) with their log P."""
+    beams: dict[str, tuple[float, float]] = {"": (0.0, -np.inf)}  # (ends in blank, in digit)
+    for row in lp:
+        nxt: dict[str, list[float]] = {}
+        for prefix, (pb, pd) in beams.items():
+            total = np.logaddexp(pb, pd)
+            entry = nxt.setdefault(prefix, [-np.inf, -np.inf])
+            entry[0] = np.logaddexp(entry[0], total + row[BLANK])
+            last = int(prefix[-1]) if prefix else -1
+            for c in range(10):
+                longer = nxt.setdefault(prefix + str(c), [-np.inf, -np.inf])
+                if c == last:  # a repeat needs a blank between; without one it is the same
+                    entry[1] = np.logaddexp(entry[1], pd + row[c])
+                    longer[1] = np.logaddexp(longer[1], pb + row[c])
+                else:
+                    longer[1] = np.logaddexp(longer[1], total + row[c])
+        ranked = sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))[:width]
+        beams = {k: (v[0], v[1]) for k, v in ranked}
+    return {k: float(np.logaddexp(*v)) for k, v in beams.items()}
