@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 FORMAT = "digitlab-model"
+FORMAT_VERSION = 1  # the newest model.json this digitlab reads
+DIGIT_CLASSES = list(range(10))
 WEIGHTS = "model.safetensors"
 META = "model.json"
 
@@ -33,7 +35,8 @@ def save_artifact(out_dir: str | os.PathLike, model: nn.Module, meta: dict[str, 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_write(out / WEIGHTS) as fh:
         fh.write(save(state))
-    full = {"format": FORMAT, "format_version": 1, "digitlab_version": __version__, **meta}
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "digitlab_version": __version__}
+    full.update(meta)
     write_text_atomic(out / META, json.dumps(full, indent=2) + "\n")
     return out / META
 
@@ -61,9 +64,21 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise DigitlabError(f"{folder / META}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DigitlabError(f"{folder / META}: not a digitlab model file")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise DigitlabError(
+            f"{folder / META}: format_version {version!r} is newer than this digitlab reads "
+            f"({FORMAT_VERSION}); upgrade digitlab"
+        )
     for key in ("architecture", "normalization"):
         if key not in meta:
             raise DigitlabError(f"{folder / META}: missing field {key!r}")
+    classes = meta.get("classes", DIGIT_CLASSES)
+    if not isinstance(classes, list) or classes[:10] != DIGIT_CLASSES or len(classes) > 11:
+        raise DigitlabError(
+            f"{folder / META}: classes must be the digits 0-9, optionally then one "
+            '"not a digit" class'
+        )
     norm = meta["normalization"]
     if not (
         isinstance(norm, list)

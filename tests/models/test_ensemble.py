@@ -181,6 +181,17 @@ def test_broken_model_files_are_refused_in_one_line(members, tmp_path, cli, mnis
         meta["normalization"] = bad
         (folder / "model.json").write_text(json.dumps(meta))
         cases[folder] = "normalization must be [shift, scale] with a finite scale > 0"
+    edits = {
+        "format_version": (99, "format_version 99 is newer than this digitlab reads (1)"),
+        "classes": ([], "classes must be the digits 0-9"),
+    }
+    for key, (value, message) in edits.items():
+        folder = tmp_path / key
+        shutil.copytree(members[0], folder)
+        meta = json.loads((folder / "model.json").read_text())
+        meta[key] = value
+        (folder / "model.json").write_text(json.dumps(meta))
+        cases[folder] = message
     for folder, message in cases.items():
         for args in (("predict", "--model", str(folder), str(digit)), ("evaluate", str(folder))):
             out = cli(*args)
