@@ -156,6 +156,17 @@ def ort_session(model: bytes | str, threads: int):
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+def load_session(path: str | os.PathLike, threads: int | None, what: str = "ONNX model"):
+    """A session on the ONNX file at ``path``, on ``threads`` intra-op threads (by default
+    ``$DIGITLAB_ONNX_THREADS`` or 1); a file that does not load is one error naming ``what``."""
+    if threads is None:
+        threads = int(os.environ.get("DIGITLAB_ONNX_THREADS", "1"))
+    try:
+        return ort_session(str(path), threads)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise DigitlabError(f"{path}: not a loadable {what} ({exc})") from None
+
+
 class OnnxBackend:
     """ONNX Runtime on ``folder/model.onnx``: uint8 images (N,28,28) -> float32 logits (N,C).
 
@@ -177,12 +188,7 @@ class OnnxBackend:
             raise DigitlabError(
                 f"{folder}: no {ONNX_FILE}; make it with `digitlab export {folder} --format onnx`"
             )
-        if threads is None:
-            threads = int(os.environ.get("DIGITLAB_ONNX_THREADS", "1"))
-        try:
-            self.session = ort_session(str(path), threads)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise DigitlabError(f"{path}: not a loadable ONNX model ({exc})") from None
+        self.session = load_session(path, threads)
         built_from = self.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
         if built_from and built_from != weights_sha256(folder):
             raise DigitlabError(

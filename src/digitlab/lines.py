@@ -64,14 +64,9 @@ class LineReader:
     (W/4, 11), one row per 4 px column, the last class CTC's blank."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        from digitlab.export import ort_session
+        from digitlab.export import load_session
 
-        if threads is None:
-            threads = int(os.environ.get("DIGITLAB_ONNX_THREADS", "1"))
-        try:
-            self.session = ort_session(str(path), threads)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise DigitlabError(f"{path}: not a loadable line model ({exc})") from None
+        self.session = load_session(path, threads, "line model")
         self.path = Path(path)
 
     def log_probs(self, line_u8: np.ndarray) -> np.ndarray:

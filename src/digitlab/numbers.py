@@ -142,12 +142,12 @@ def rerank(
     columns can hold), it has nothing to say and the lattice's reading stands.
     """
     logp = np.log(np.maximum(probs[:, :10], 1e-9)) - SHORT_PENALTY * lat.short[:, None]
-    own_text = "".join(str(int(probs[k, :10].argmax())) for k in own)
+    own_digits = [int(probs[k, :10].argmax()) for k in own]
+    own_text = "".join(map(str, own_digits))
     own_line = ctc_log_likelihood(lp, own_text)
     if not np.isfinite(own_line):
-        return own, [int(c) for c in own_text]
-    own_pieces = float(logp[own, [int(c) for c in own_text]].sum())
-    best = (own_pieces + LINE_WEIGHT * own_line, own, own_text)
+        return own, own_digits
+    best = (float(logp[own, own_digits].sum()) + LINE_WEIGHT * own_line, own, own_text)
     for text in prefix_beam(lp):
         if not text or text == own_text:
             continue
