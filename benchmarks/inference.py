@@ -47,7 +47,7 @@ from digitlab.bench import (
 )
 from digitlab.export import onnx_bytes, with_normalization
 from digitlab.models import list_models
-from digitlab.predict import BUNDLED_MODEL
+from digitlab.models.artifact import BUNDLED_MODEL
 from digitlab.quantize import QuantConfig, quantize_onnx
 from digitlab.summary import summarize, totals
 

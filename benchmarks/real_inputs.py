@@ -204,8 +204,8 @@ def main() -> None:
         "",
         "## Rejection and calibration",
         "",
-        f"Method: `{rej.get('method')}`; temperature T = {rej.get('temperature')}; an input is a",
-        f"digit when its calibrated digit confidence is >= {rej.get('threshold')} (the operating",
+        f"Method: `{rej.method}`; temperature T = {rej.temperature}; an input is a",
+        f"digit when its calibrated digit confidence is >= {rej.threshold} (the operating",
         "point: at most 0.5% of held-out `val` digits, and at most 0.5% of "
         f"{rej.get('val_uploads')} realistic uploads made from them, fall below it) and ink",
         "was found.",

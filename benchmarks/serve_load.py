@@ -310,13 +310,12 @@ def main() -> None:
 
 
 def model_name(model: str | None) -> str:
-    from digitlab.artifact import read_meta
-    from digitlab.predict import resolve_model
+    from digitlab.models.artifact import find_model, read_meta
 
-    meta = read_meta(resolve_model(model))
-    accuracy = meta.get("metrics", {}).get("test_accuracy")
+    meta = read_meta(find_model(model))
+    accuracy = meta.metrics.get("test_accuracy")
     where = "the bundled model" if model is None else "a run"
-    return f"{meta['architecture']} ({where}, test accuracy {accuracy:.2%})"
+    return f"{meta.architecture} ({where}, test accuracy {accuracy:.2%})"
 
 
 def write_doc(runs: list[dict], stages: dict, args: argparse.Namespace) -> None:

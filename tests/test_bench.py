@@ -12,7 +12,7 @@ from digitlab import runtimes
 from digitlab.bench import bench, load_bench_model, mnist_test_accuracy
 from digitlab.errors import DigitlabError
 from digitlab.export import onnx_bytes, with_normalization
-from digitlab.predict import BUNDLED_MODEL
+from digitlab.models.artifact import BUNDLED_MODEL
 from digitlab.quantize import QuantConfig, quantize_onnx
 
 FAST = ["torch-eager", "ort-fp32", "ort-int8"]

@@ -19,7 +19,8 @@ from digitlab.lines import (
     line_image,
     prefix_beam,
 )
-from digitlab.predict import BUNDLED_MODEL, Predictor
+from digitlab.models.artifact import BUNDLED_MODEL
+from digitlab.predict import Predictor
 
 
 def _log_probs(rng: np.random.Generator, t: int) -> np.ndarray:

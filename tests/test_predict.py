@@ -12,7 +12,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digitlab import synth
-from digitlab.predict import BUNDLED_MODEL, Predictor
+from digitlab.models.artifact import BUNDLED_MODEL
+from digitlab.predict import Predictor
 
 pytestmark = pytest.mark.skipif(
     not (BUNDLED_MODEL / "model.json").is_file(), reason="bundled model not built"
@@ -139,7 +140,7 @@ def test_number_mode_scores_all_candidate_pieces_in_one_model_call(predictor, mn
 def test_number_pieces_are_scored_on_five_views_in_one_model_call(predictor, mnist, monkeypatch):
     """piece_probabilities: the mean over a piece and its four 1-px moves, as the ensemble's
     TTA shifts are, with one call of the model for all views of all pieces."""
-    from digitlab.ensemble import TTA_SHIFTS
+    from digitlab.models.ensemble import TTA_SHIFTS
     from digitlab.predict import PIECE_VIEWS, shifted
 
     assert list(PIECE_VIEWS) == list(TTA_SHIFTS)

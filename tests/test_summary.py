@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 from digitlab.errors import DigitlabError
-from digitlab.models import MODELS, count_params, create_model
+from digitlab.models import count_params, create_model, list_models
 from digitlab.summary import summarize, totals
 
 
@@ -20,7 +20,7 @@ def test_keras_models_total_the_parameters_keras_prints(name, params):
     assert totals(summarize(name))["params"] == params
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [e.name for e in list_models()])
 def test_layer_params_add_up_to_the_models_parameter_count(name):
     model = create_model(name)
     assert totals(summarize(model))["params"] == count_params(model)

@@ -1,3 +1,5 @@
 """digitlab: handwritten-digit recognition from download to served model."""
 
-__version__ = "0.1.0"
+from digitlab.version import __version__
+
+__all__ = ["__version__"]

@@ -31,6 +31,7 @@ import numpy as np
 
 from digitlab.errors import DigitlabError
 from digitlab.quantize import DEFAULT_OPENVINO, DEFAULT_ORT, QuantConfig
+from digitlab.system import resolve_device
 
 BACKENDS = (
     "torch-eager",
@@ -80,8 +81,8 @@ class BackendResult:
 
 def load_bench_model(spec: str) -> BenchModel:
     """A zoo name (fresh random weights) or a run/model folder (its trained weights)."""
-    from digitlab.artifact import load_artifact
     from digitlab.models import MODELS, create_model, get_entry
+    from digitlab.models.artifact import load_artifact
 
     if spec in MODELS:
         entry = get_entry(spec)
@@ -92,7 +93,7 @@ def load_bench_model(spec: str) -> BenchModel:
 
     module, meta = load_artifact(spec)
     return BenchModel(
-        meta["architecture"], module, Normalization(*meta["normalization"]), True, str(spec)
+        meta.architecture, module, Normalization(*meta.normalization), True, str(spec)
     )
 
 
@@ -284,7 +285,6 @@ def peak_items(threads: int, size: int = PEAK_SIZE) -> list[Timed]:
     products side by side with one thread each (how the backends use the cores, immune to a
     busy core stalling the others at a barrier); and torch with ``threads`` threads."""
     import onnx
-    import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper
 
@@ -296,15 +296,9 @@ def peak_items(threads: int, size: int = PEAK_SIZE) -> list[Timed]:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
 
-    def session(intra: int):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra
-        opts.log_severity_level = 3
-        return ort.InferenceSession(
-            model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-        )
+    from digitlab.runtime import ort_session
 
-    multi, single = session(threads), session(1)
+    multi, single = (ort_session(model.SerializeToString(), n) for n in (threads, 1))
     pool = ThreadPoolExecutor(threads)
     feed = {"A": a, "B": b}
 
@@ -424,7 +418,9 @@ class BenchReport:
 
 
 def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from digitlab.system import cpu_cores
+
+    return cpu_cores()
 
 
 def bench(
@@ -458,7 +454,7 @@ def bench(
         raise DigitlabError(f"--batch must be at least 1, not {batch}")
     if parallel not in PARALLEL:
         raise DigitlabError(f"--parallel must be one of {', '.join(PARALLEL)}, not {parallel!r}")
-    _check_device(device)
+    device = resolve_device(device)
     for spec in backends:
         parse_backend(spec)
     bm = model if isinstance(model, BenchModel) else load_bench_model(model)
@@ -538,18 +534,6 @@ def _fill_timing(result: BackendResult, item: Timed, flops_per_image: int) -> No
     result.latency_ms_p50 = statistics.median(item.seconds) * 1e3
     result.latency_ms_p99 = float(np.percentile(item.seconds, 99)) * 1e3
     result.gflops = result.images_per_s * flops_per_image / 1e9
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    if device == "cpu":
-        return
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DigitlabError(f"--device {device}: no CUDA device here; use --device cpu")
-        return
-    raise DigitlabError(f"--device must be cpu or cuda[:N], not {device!r}")
 
 
 # ------------------------------------------------------------------------- tables

@@ -66,15 +66,12 @@ def calibrate_artifact(
     MNIST's, and ten times as many clean digits would otherwise hide the uploads' rejections.
     Returns the ``rejection`` block.
     """
-    import json
-
     import torch
 
-    from digitlab.artifact import META, load_artifact, resolve_artifact
     from digitlab.data.dataset import load_split
     from digitlab.errors import DigitlabError
     from digitlab.evaluate import batched_logits
-    from digitlab.fileio import write_text_atomic
+    from digitlab.models.artifact import load_artifact, resolve_artifact, update_meta
     from digitlab.models.registry import Normalization
     from digitlab.synth import prepared_uploads
 
@@ -82,7 +79,7 @@ def calibrate_artifact(
     model, meta = load_artifact(folder)
     # an ensemble's members each name what they trained on; the first one's seed and
     # number of non-digits stand for all
-    trained = meta.get("model_kwargs", {}).get("members") or [meta.get("recipe", {})]
+    trained = meta.model_kwargs.get("members") or [meta.recipe or {}]
     for part in trained:
         trained_on = part.get("data", {}).get("train_split", "train")
         if trained_on != "train50k":
@@ -91,12 +88,12 @@ def calibrate_artifact(
                 "on; train on train50k (validating on val) to calibrate"
             )
     digits = val = load_split("val")
-    extra_class = len(meta.get("classes", range(10))) == 11
+    extra_class = meta.num_classes == 11
     if extra_class:
         n_neg = negatives or max(1, int(trained[0]["data"].get("negatives", 2000)) // 5)
         val = val.with_negatives(n_neg, seed=2 * int(trained[0].get("seed", 0)) + 2)
     x, y = val.tensors()
-    logits = batched_logits(model, x, Normalization(*meta["normalization"]).apply)
+    logits = batched_logits(model, x, Normalization(*meta.normalization).apply)
     t = fit_temperature(logits, y)
     probs_before = torch.softmax(logits, 1).numpy()
     probs_after = torch.softmax(logits / t, 1).numpy()
@@ -107,7 +104,7 @@ def calibrate_artifact(
     if uploads:
         made = prepared_uploads(digits.images, digits.labels, uploads, 4242)[0]
         upload_x = torch.from_numpy(made)
-        upload_logits = batched_logits(model, upload_x, Normalization(*meta["normalization"]).apply)
+        upload_logits = batched_logits(model, upload_x, Normalization(*meta.normalization).apply)
         upload_score = torch.softmax(upload_logits / t, 1).numpy()[:, :10].max(1)
         threshold = min(threshold, float(np.quantile(upload_score, max_digit_rejection)))
     block: dict[str, Any] = {
@@ -127,6 +124,5 @@ def calibrate_artifact(
         block["val_non_digits_rejected"] = round(
             float((digit_score[~is_digit] < threshold).mean()), 6
         )
-    meta["rejection"] = block
-    write_text_atomic(folder / META, json.dumps(meta, indent=2) + "\n")
+    update_meta(folder, rejection=block)
     return block

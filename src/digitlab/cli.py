@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from digitlab import __version__
 from digitlab.errors import DigitlabError
+from digitlab.version import __version__
 
 set_option = click.option(
     "--set",

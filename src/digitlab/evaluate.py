@@ -99,12 +99,12 @@ def evaluate_artifact(
     path: str, split: str = "test", batch_size: int = 1000, per_batch: bool = False
 ) -> dict[str, Any]:
     """Load a saved model (run folder or model folder) and evaluate it on a named split."""
-    from digitlab.artifact import load_artifact
     from digitlab.data.dataset import load_split
+    from digitlab.models.artifact import load_artifact
     from digitlab.models.registry import Normalization
 
     model, meta = load_artifact(path)
-    norm = Normalization(*meta["normalization"])
+    norm = Normalization(*meta.normalization)
     result = evaluate_model(model, load_split(split), norm.apply, batch_size, per_batch)
     result["model"] = str(path)
     return result

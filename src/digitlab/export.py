@@ -1,17 +1,14 @@
-"""ONNX export and the ONNX Runtime backend the server runs on.
+"""ONNX export: the writer (the runtime that loads the files is digitlab.runtime).
 
 The exported graph takes raw uint8 pixels (N,28,28) and returns logits (N,C): the model's
 normalisation is baked in, so a runtime needs nothing from model.json to feed it. Every export
 is checked against PyTorch on real MNIST test digits before it is written. The graph carries
 the SHA-256 of the weights it came from, so a stale model.onnx (weights retrained since) is
 refused instead of silently serving the old model.
-
-``OnnxBackend`` imports onnxruntime only: a process serving with it never imports torch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import time
@@ -22,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DigitlabError
+from digitlab.runtime import ONNX_FILE, WEIGHTS_KEY, ort_session, weights_sha256
 
-ONNX_FILE = "model.onnx"
-WEIGHTS_KEY = "digitlab.weights_sha256"
 TOLERANCE = 1e-4  # max |logit difference| allowed between torch and ONNX Runtime
 OPSET = 17
 
@@ -37,12 +33,6 @@ class ExportResult:
     max_abs_diff: float
     checked: int
     seconds: float
-
-
-def weights_sha256(folder: str | os.PathLike) -> str:
-    from digitlab.artifact import WEIGHTS
-
-    return hashlib.sha256((Path(folder) / WEIGHTS).read_bytes()).hexdigest()
 
 
 def export_onnx(model_folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
@@ -59,9 +49,9 @@ def export_checked(
 ) -> ExportResult:
     """Export, then compare ONNX Runtime's logits with torch's on ``check_count`` MNIST test
     digits; a DigitlabError (and no file) when they differ by more than ``tolerance``."""
-    from digitlab.artifact import resolve_artifact
     from digitlab.data.dataset import load_split
     from digitlab.fileio import write_bytes_atomic
+    from digitlab.models.artifact import resolve_artifact
 
     start = time.perf_counter()
     folder = resolve_artifact(model_folder)
@@ -81,11 +71,11 @@ def export_checked(
 
 def _normalised_torch_model(folder: Path):
     """The artifact's model with its normalisation in front: uint8 (N,28,28) -> logits."""
-    from digitlab.artifact import load_artifact
+    from digitlab.models.artifact import load_artifact
     from digitlab.models.registry import Normalization
 
     model, meta = load_artifact(folder)
-    return with_normalization(model, Normalization(*meta["normalization"]))
+    return with_normalization(model, Normalization(*meta.normalization))
 
 
 def with_normalization(model, norm):
@@ -143,62 +133,3 @@ def _max_abs_diff(model, onnx_bytes: bytes, images: np.ndarray) -> float:
         expected = model(torch.from_numpy(images)).numpy()
     got = ort_session(onnx_bytes, threads=0).run(None, {"pixels": images})[0]
     return float(np.abs(expected - got).max())
-
-
-def ort_session(model: bytes | str, threads: int):
-    """An ONNX Runtime CPU session on ``threads`` intra-op threads, warnings silenced."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads  # 0 = ORT's default (all cores)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
-def load_session(path: str | os.PathLike, threads: int | None, what: str = "ONNX model"):
-    """A session on the ONNX file at ``path``, on ``threads`` intra-op threads (by default
-    ``$DIGITLAB_ONNX_THREADS`` or 1); a file that does not load is one error naming ``what``."""
-    if threads is None:
-        threads = int(os.environ.get("DIGITLAB_ONNX_THREADS", "1"))
-    try:
-        return ort_session(str(path), threads)
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise DigitlabError(f"{path}: not a loadable {what} ({exc})") from None
-
-
-class OnnxBackend:
-    """ONNX Runtime on ``folder/model.onnx``: uint8 images (N,28,28) -> float32 logits (N,C).
-
-    One intra-op thread by default: the server runs many small requests side by side (ORT
-    releases the GIL), which uses the cores better than splitting one 28x28 image across them.
-    ``DIGITLAB_ONNX_THREADS`` overrides it. ``path`` is an ONNX file elsewhere than
-    ``folder/model.onnx``.
-    """
-
-    def __init__(
-        self,
-        folder: str | os.PathLike,
-        threads: int | None = None,
-        path: str | os.PathLike | None = None,
-    ) -> None:
-        folder = Path(folder)
-        path = Path(path) if path else folder / ONNX_FILE
-        if not path.is_file():
-            raise DigitlabError(
-                f"{folder}: no {ONNX_FILE}; make it with `digitlab export {folder} --format onnx`"
-            )
-        self.session = load_session(path, threads)
-        built_from = self.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
-        if built_from and built_from != weights_sha256(folder):
-            raise DigitlabError(
-                f"{path} was exported from other weights than {folder}/model.safetensors; "
-                f"re-export with `digitlab export {folder} --format onnx`"
-            )
-        self.path = path
-
-    def logits(self, images_u8: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(images_u8, dtype=np.uint8)
-        if x.ndim == 2:
-            x = x[None]
-        return self.session.run(None, {"pixels": x})[0]

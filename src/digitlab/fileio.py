@@ -43,3 +43,28 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as fh:
         fh.write(text)
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; anything else (a FIFO, a device
+    such as /dev/zero, a folder, a larger file) is one DigitlabError, never a hang."""
+    import stat
+
+    from digitlab.errors import DigitlabError
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise DigitlabError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise DigitlabError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DigitlabError(f"{path}: not a regular file")
+        if st.st_size > max_bytes:
+            raise DigitlabError(f"{path}: {st.st_size:,} bytes, more than {max_bytes:,} allowed")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise DigitlabError(f"{path}: more than {max_bytes:,} bytes")
+    return data

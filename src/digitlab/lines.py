@@ -64,7 +64,7 @@ class LineReader:
     (W/4, 11), one row per 4 px column, the last class CTC's blank."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        from digitlab.export import load_session
+        from digitlab.runtime import load_session
 
         self.session = load_session(path, threads, "line model")
         self.path = Path(path)

@@ -15,19 +15,18 @@ import io
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from digitlab.errors import DigitlabError
+from digitlab.runtime import load_backend
 
 if TYPE_CHECKING:
     from digitlab.lines import LineReader
     from digitlab.numbers import Reading
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
-BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "model"
-DEFAULT_REJECTION = {"method": "max-probability", "temperature": 1.0, "threshold": 0.5}
 # number pieces are scored on these views, averaged: the piece and its four 1-px moves, the
 # views of `digitlab ensemble --tta` (digitlab.ensemble.TTA_SHIFTS), as (dx, dy) px
 PIECE_VIEWS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
@@ -117,56 +116,6 @@ def png_base64(image28: np.ndarray) -> str:
 # ----------------------------------------------------------------------------- backends
 
 
-class Backend(Protocol):
-    """Turns uint8 images (N,28,28) into logits (N,C) as float32 numpy."""
-
-    def logits(self, images_u8: np.ndarray) -> np.ndarray: ...
-
-
-class TorchBackend:
-    """The safetensors model in PyTorch, normalised as its model.json says."""
-
-    def __init__(self, folder: str | os.PathLike, device: str = "cpu") -> None:
-        from digitlab.artifact import load_artifact
-        from digitlab.models.registry import Normalization
-
-        self.model, self.meta = load_artifact(folder, device)
-        self.norm = Normalization(*self.meta["normalization"])
-        self.device = device
-
-    def logits(self, images_u8: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        import torch
-
-        from digitlab.evaluate import batched_logits
-
-        x = torch.from_numpy(np.ascontiguousarray(images_u8)).to(self.device)
-        return batched_logits(self.model, x, self.norm.apply, batch_size).cpu().numpy()
-
-
-def load_backend(folder: str | os.PathLike, backend: str = "torch") -> Backend:
-    if backend == "torch":
-        return TorchBackend(folder)
-    if backend == "onnx":
-        from digitlab.export import OnnxBackend
-
-        return OnnxBackend(folder)
-    raise DigitlabError(f"unknown backend {backend!r}; use torch or onnx")
-
-
-def resolve_model(model: str | os.PathLike | None) -> Path:
-    """A model folder: the given run/model folder, or the model bundled with digitlab."""
-    from digitlab.artifact import resolve_artifact
-
-    if model is None:
-        if not (BUNDLED_MODEL / "model.json").is_file():
-            raise DigitlabError(
-                "no bundled model in this installation; pass --model RUN_OR_MODEL "
-                "(make one with `python benchmarks/bundle_model.py`)"
-            )
-        return BUNDLED_MODEL
-    return resolve_artifact(model)
-
-
 # ----------------------------------------------------------------------------- predictor
 
 
@@ -222,12 +171,12 @@ class Predictor:
     def __init__(
         self, model: str | os.PathLike | None = None, backend: str = "torch", line: bool = True
     ) -> None:
-        from digitlab.artifact import read_meta
+        from digitlab.models.artifact import find_model, read_meta
 
-        self.folder = resolve_model(model)
+        self.folder = find_model(model)
         self.meta = read_meta(self.folder)
         self.backend = load_backend(self.folder, backend)
-        self.rejection = {**DEFAULT_REJECTION, **self.meta.get("rejection", {})}
+        self.rejection = self.meta.rejection_or_default
         self.line: LineReader | None = None  # the folder's line recogniser, for numbers
         if line:
             from digitlab.lines import LINE_FILE, LineReader
@@ -240,9 +189,9 @@ class Predictor:
     def probabilities(self, images_u8: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (N,C) for MNIST-like uint8 images (N,28,28)."""
         if len(images_u8) == 0:
-            return np.zeros((0, len(self.meta.get("classes", range(10)))), np.float32)
+            return np.zeros((0, self.meta.num_classes), np.float32)
         z = self.backend.logits(np.ascontiguousarray(images_u8, dtype=np.uint8))
-        return softmax(z / float(self.rejection["temperature"]))
+        return softmax(z / self.rejection.temperature)
 
     def piece_probabilities(self, images_u8: np.ndarray) -> np.ndarray:
         """Calibrated probabilities averaged over :data:`PIECE_VIEWS` of each image: a piece
@@ -259,7 +208,7 @@ class Predictor:
         digit_probs = probs[:, :10]
         best = digit_probs.argmax(1)
         conf = digit_probs.max(1)
-        accept = conf >= float(self.rejection["threshold"])
+        accept = conf >= self.rejection.threshold
         if empty is not None:
             accept &= ~empty
         return [
@@ -308,7 +257,7 @@ class Predictor:
         from digitlab.numbers import read_digits
 
         readings = read_digits(img, self.piece_probabilities, self.line)
-        return number_result(readings, float(self.rejection["threshold"]), explain)
+        return number_result(readings, self.rejection.threshold, explain)
 
     def predict_paths(
         self,

@@ -103,16 +103,12 @@ def onnxruntime(
     precision: str = "fp32",
     note: str = "",
 ) -> Runner:
-    """ONNX Runtime's CPU provider, all graph optimisations on, sequential execution."""
+    """ONNX Runtime's CPU provider (ORT's defaults: all graph optimisations, sequential)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1 if parallel == "batch" else threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    from digitlab.runtime import ort_session
+
+    session = ort_session(graph, 1 if parallel == "batch" else threads)
     pool = ThreadPoolExecutor(threads) if parallel == "batch" and threads > 1 else None
 
     def run_one(images: np.ndarray) -> np.ndarray:

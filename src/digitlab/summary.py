@@ -84,7 +84,7 @@ def _ops(module: nn.Module, inp: Any, out_shape: tuple[int, ...]) -> tuple[int, 
     return 0, n_out
 
 
-def resolve_model(model: str | nn.Module) -> nn.Module:
+def as_module(model: str | nn.Module) -> nn.Module:
     """A module as given, a registered model by name, or the model of a run/model folder."""
     from pathlib import Path
 
@@ -97,7 +97,7 @@ def resolve_model(model: str | nn.Module) -> nn.Module:
     if model in MODELS:
         return create_model(model)
     if Path(model).exists():
-        from digitlab.artifact import load_artifact
+        from digitlab.models.artifact import load_artifact
 
         return load_artifact(model)[0]
     return create_model(model)  # raises the "unknown model; known models: ..." error
@@ -107,7 +107,7 @@ def summarize(model: str | nn.Module, input: tuple[int, ...] = (1, 28, 28)) -> l
     """Rows for every leaf module, in call order, from one forward pass of a zero image."""
     import torch
 
-    module = resolve_model(model)
+    module = as_module(model)
     rows: list[LayerRow] = []
     names = {m: n for n, m in module.named_modules()}
 

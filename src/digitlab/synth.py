@@ -81,7 +81,6 @@ def prepared_uploads(
     Rendering and reading back cost about 25 ms an upload, so chunks run in ``workers``
     processes (default: one per available core); the result depends on ``seed`` alone.
     """
-    import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -93,7 +92,9 @@ def prepared_uploads(
         for i in range(0, n, UPLOAD_CHUNK)
     ]  # fmt: skip
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        from digitlab.system import cpu_cores
+
+        workers = cpu_cores()
     workers = max(1, min(workers, len(tasks)))
     if workers == 1:
         done = [_prepared_chunk(*task) for task in tasks]

@@ -3,6 +3,7 @@ probabilities, each member sees its own normalisation, and every model command t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -45,22 +46,22 @@ def members(tmp_path_factory, digitlab_home) -> list[Path]:
 
 
 def member_probabilities(run: Path, images: torch.Tensor) -> np.ndarray:
-    from digitlab.artifact import load_artifact
+    from digitlab.models.artifact import load_artifact
     from digitlab.models.registry import Normalization
 
     model, meta = load_artifact(run)
     with torch.inference_mode():
-        logits = model(Normalization(*meta["normalization"]).apply(images))
+        logits = model(Normalization(*meta.normalization).apply(images))
     return torch.softmax(logits, 1).numpy()
 
 
 def test_the_vote_is_the_mean_of_the_members_probabilities(members, mnist, tmp_path):
-    from digitlab.artifact import load_artifact
     from digitlab.ensemble import make_ensemble
+    from digitlab.models.artifact import load_artifact
 
     folder = make_ensemble(members, tmp_path / "ens")
     ensemble, meta = load_artifact(folder)
-    assert meta["architecture"] == "ensemble" and len(meta["model_kwargs"]["members"]) == 2
+    assert meta.architecture == "ensemble" and len(meta.model_kwargs["members"]) == 2
 
     images = torch.from_numpy(mnist["test"].images[:500])
     with torch.inference_mode():
@@ -100,8 +101,9 @@ def test_evaluate_and_predict_take_an_ensemble(members, mnist, tmp_path, cli):
 
 
 def test_shifted_views_move_the_ink_and_average_five_views(members, mnist, tmp_path):
-    from digitlab.artifact import load_artifact
-    from digitlab.ensemble import TTA_SHIFTS, make_ensemble, shift
+    from digitlab.ensemble import make_ensemble
+    from digitlab.models.artifact import load_artifact
+    from digitlab.models.ensemble import TTA_SHIFTS, shift
 
     x = torch.zeros(1, 1, 28, 28)
     x[0, 0, 10, 12] = 255
@@ -117,7 +119,7 @@ def test_shifted_views_move_the_ink_and_average_five_views(members, mnist, tmp_p
     with torch.inference_mode():
         got = torch.softmax(ensemble(images), 1).numpy()
     model, meta = load_artifact(members[0])
-    mean, scale = meta["normalization"]
+    mean, scale = meta.normalization
     with torch.inference_mode():
         views = [
             torch.softmax(model((shift(images, dx, dy) - mean) / scale), 1).numpy()
@@ -173,6 +175,10 @@ def test_broken_model_files_are_refused_in_one_line(members, tmp_path, cli, mnis
     first = next(iter(state))
     state[first] = torch.full_like(state[first], float("nan"))
     save_file(state, str(nan_run / "model.safetensors"))
+    meta = json.loads((nan_run / "model.json").read_text())  # as a diverged run saves it
+    weights = (nan_run / "model.safetensors").read_bytes()
+    meta["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    (nan_run / "model.json").write_text(json.dumps(meta))
     cases = {nan_run: f"{first} holds NaN or infinite values"}
     for bad in ("abc", [0, 0], [0], [0, True]):
         folder = tmp_path / f"norm-{len(cases)}"
@@ -180,10 +186,13 @@ def test_broken_model_files_are_refused_in_one_line(members, tmp_path, cli, mnis
         meta = json.loads((folder / "model.json").read_text())
         meta["normalization"] = bad
         (folder / "model.json").write_text(json.dumps(meta))
-        cases[folder] = "normalization must be [shift, scale] with a finite scale > 0"
+        cases[folder] = "model.json: normalization"
     edits = {
         "format_version": (99, "format_version 99 is newer than this digitlab reads (1)"),
         "classes": ([], "classes must be the digits 0-9"),
+        "architecture": (["mnist-vgg"], "architecture: Input should be a valid string"),
+        "model_kwargs": (None, "model_kwargs: Input should be an object"),
+        "rejection": ({"temperature": 0}, "rejection.temperature: Input should be greater than 0"),
     }
     for key, (value, message) in edits.items():
         folder = tmp_path / key

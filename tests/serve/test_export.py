@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from digitlab.errors import DigitlabError
-from digitlab.export import ONNX_FILE, OnnxBackend, export_checked
-from digitlab.predict import Predictor, TorchBackend
+from digitlab.export import export_checked
+from digitlab.predict import Predictor
+from digitlab.runtime import ONNX_FILE, OnnxBackend, TorchBackend
 
 
 @pytest.fixture(scope="module")

@@ -134,7 +134,10 @@ def export_split(
         raise DigitlabError(f"unknown image format {fmt!r}; choose png or jpg")
     if not _SAFE_SPLIT.fullmatch(split_name):
         raise DigitlabError(f"split name {split_name!r} cannot be a folder name")
-    workers = len(os.sched_getaffinity(0)) if workers is None else workers
+    if workers is None:
+        from digitlab.system import cpu_cores
+
+        workers = cpu_cores()
     if workers < 1:
         raise DigitlabError(f"workers must be at least 1, got {workers}")
     out = Path(out_dir).expanduser()

@@ -53,20 +53,26 @@ class ModelEntry:
     normalization: Normalization
     description: str
     tutorial: str = ""
+    zoo: bool = True  # a model trained from scratch; False for composites (ensemble)
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, normalization: Normalization, description: str, tutorial: str = ""
+    name: str,
+    *,
+    normalization: Normalization,
+    description: str,
+    tutorial: str = "",
+    zoo: bool = True,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: put a factory into :data:`MODELS` under ``name`` (names are the public API)."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        MODELS[name] = ModelEntry(name, factory, normalization, description, tutorial)
+        MODELS[name] = ModelEntry(name, factory, normalization, description, tutorial, zoo)
         return factory
 
     return decorate
@@ -90,9 +96,10 @@ def create_model(name: str, **overrides: object) -> nn.Module:
         raise DigitlabError(f"model {name!r}: {exc}") from None
 
 
-def list_models(pattern: str = "*") -> list[ModelEntry]:
-    """Entries whose name matches the shell-style ``pattern``, in registration order."""
-    return [e for n, e in MODELS.items() if fnmatch.fnmatchcase(n, pattern)]
+def list_models(pattern: str = "*", zoo: bool = True) -> list[ModelEntry]:
+    """Entries whose name matches the shell-style ``pattern``, in registration order; by
+    default only zoo models (those a recipe trains from scratch)."""
+    return [e for n, e in MODELS.items() if fnmatch.fnmatchcase(n, pattern) and (e.zoo or not zoo)]
 
 
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:

@@ -29,9 +29,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from digitlab import __version__
 from digitlab.errors import DigitlabError
 from digitlab.serve.middleware import Guard, Metrics, RequestRejected, process_metrics
+from digitlab.system import cpu_cores
+from digitlab.version import __version__
 
 STATIC = Path(__file__).resolve().parent / "static"
 SETTINGS_ENV = "DIGITLAB_SERVE_SETTINGS"
@@ -227,7 +228,7 @@ def create_app(predictor: Any, settings: Settings | None = None) -> Guard:
     _add_error_handlers(app)
     _warm_up(predictor)
     model_info = _model_info(predictor, settings)
-    limiter = anyio.CapacityLimiter(settings.threads or len(os.sched_getaffinity(0)))
+    limiter = anyio.CapacityLimiter(settings.threads or cpu_cores())
 
     async def in_pool(fn: Callable[..., Any], *args: Any) -> Any:
         # As many predictions at once as cores: more threads only fight over the GIL and
@@ -336,11 +337,11 @@ def app_from_env() -> Guard:
 def _model_info(predictor: Any, settings: Settings) -> dict[str, Any]:
     meta = predictor.meta
     return {
-        "id": meta.get("name") or Path(predictor.folder).name,
+        "id": Path(predictor.folder).name,
         "backend": settings.backend,
-        **{k: v for k, v in meta.items() if k not in ("recipe",)},
-        "recipe": (meta.get("recipe") or {}).get("name"),
-        "rejection": predictor.rejection,
+        **meta.model_dump(mode="json", exclude={"recipe"}, exclude_none=True),
+        "recipe": (meta.recipe or {}).get("name"),
+        "rejection": predictor.rejection.model_dump(mode="json"),
     }
 
 

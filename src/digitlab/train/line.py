@@ -11,7 +11,6 @@ checked on lines written with ``val`` digits.
 from __future__ import annotations
 
 import io
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -81,14 +80,15 @@ def make_lines(
     """``n`` numbers written with ``images`` and read back as line images (those where no ink
     is found are left out); chunks run in ``workers`` processes, the result depends on
     ``seed`` alone."""
-    import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     rng = np.random.default_rng(seed)
     tasks = [(min(LINE_CHUNK, n - i), int(rng.integers(2**62))) for i in range(0, n, LINE_CHUNK)]
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        from digitlab.system import cpu_cores
+
+        workers = cpu_cores()
     workers = max(1, min(workers, len(tasks)))
     if workers == 1:
         _WORKER_DIGITS[:] = [images, labels]
@@ -186,9 +186,9 @@ def train_line(
 ) -> dict[str, Any]:
     """Train a line model and write ``folder/line.onnx`` and a ``line`` block in its
     model.json (what it trained on and its val sequence accuracy); returns the block."""
-    from digitlab.artifact import META, resolve_artifact
     from digitlab.data.dataset import load_split
-    from digitlab.fileio import write_bytes_atomic, write_text_atomic
+    from digitlab.fileio import write_bytes_atomic
+    from digitlab.models.artifact import resolve_artifact, update_meta
 
     folder = resolve_artifact(folder)
     started = time.perf_counter()
@@ -233,7 +233,6 @@ def train_line(
     log(f"float16 weights: val lines read {acc:.2%}")
     onnx_bytes = export_line(model, held)
     write_bytes_atomic(folder / LINE_FILE, onnx_bytes)
-    meta = json.loads((folder / META).read_text())
     block = {
         "file": LINE_FILE,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -243,8 +242,7 @@ def train_line(
         "val_sequence_accuracy": round(acc, 6),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    meta["line"] = block
-    write_text_atomic(folder / META, json.dumps(meta, indent=2) + "\n")
+    update_meta(folder, line=block)
     return block
 
 
@@ -276,7 +274,8 @@ def export_line(model: nn.Module, check: LineSet) -> bytes:
     import onnx
 
     from digitlab.errors import DigitlabError
-    from digitlab.export import OPSET, ort_session
+    from digitlab.export import OPSET
+    from digitlab.runtime import ort_session
 
     buf = io.BytesIO()
     with warnings.catch_warnings():

@@ -292,9 +292,9 @@ def _train(
     import torch
     import torch.nn.functional as F
 
-    from digitlab.artifact import save_artifact
     from digitlab.evaluate import batched_logits
     from digitlab.models import create_model, get_entry
+    from digitlab.models.artifact import ModelMeta, save_artifact
     from digitlab.models.registry import Normalization
     from digitlab.train.schedules import lr_at
 
@@ -551,16 +551,16 @@ def _train(
     if best.metric:
         metrics.update(selected_by=best.metric, selected_iter=best.iteration)
     if world.is_main:
-        meta = {
-            "architecture": recipe.model.name,
-            "model_kwargs": dict(recipe.model.options),
-            "normalization": [norm.shift, norm.scale],
-            "classes": list(range(10)) + (["not-a-digit"] if classes == 11 else []),
-            "recipe": recipe.model_dump(mode="json"),
-            "metrics": metrics,
-            "data_digests": digests,
-            "trained_on": train_ds.name,
-        }
+        meta = ModelMeta(
+            architecture=recipe.model.name,
+            model_kwargs=dict(recipe.model.options),
+            normalization=(norm.shift, norm.scale),
+            classes=list(range(10)) + (["not-a-digit"] if classes == 11 else []),
+            recipe=recipe.model_dump(mode="json"),
+            metrics=metrics,
+            data_digests=digests,
+            trained_on=train_ds.name,
+        )
         save_artifact(run_dir, model.eval(), meta)
     log.event(
         phase="test",

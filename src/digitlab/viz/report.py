@@ -77,7 +77,7 @@ def render_report(run: Path, events: list[dict[str, Any]], seed: int = 0) -> str
     recipe, recipe_text = _read_recipe(run)
     meta, model = _read_model(run)
     results = _evaluate(model, meta) if model is not None else None
-    arch = meta["architecture"] if meta else recipe.get("model", {}).get("name", "?")
+    arch = meta.architecture if meta else recipe.get("model", {}).get("name", "?")
     if model is None:
         from digitlab.models import create_model
 
@@ -136,8 +136,8 @@ def _read_recipe(run: Path) -> tuple[dict[str, Any], str]:
         raise DigitlabError(f"{path}: cannot read ({exc})") from None
 
 
-def _read_model(run: Path) -> tuple[dict[str, Any] | None, Any]:
-    from digitlab.artifact import META, load_artifact
+def _read_model(run: Path) -> tuple[Any, Any]:
+    from digitlab.models.artifact import META, load_artifact
 
     if not (run / META).is_file():
         return None, None
@@ -145,7 +145,7 @@ def _read_model(run: Path) -> tuple[dict[str, Any] | None, Any]:
     return meta, model
 
 
-def _evaluate(model: Any, meta: dict[str, Any]) -> TestResults:
+def _evaluate(model: Any, meta: Any) -> TestResults:
     import torch
 
     from digitlab.data.dataset import load_split
@@ -154,7 +154,7 @@ def _evaluate(model: Any, meta: dict[str, Any]) -> TestResults:
 
     test = load_split("test")
     images, labels = test.tensors()
-    logits = batched_logits(model, images, Normalization(*meta["normalization"]).apply)
+    logits = batched_logits(model, images, Normalization(*meta.normalization).apply)
     probs = torch.softmax(logits, 1)
     conf, pred = probs.max(1)
     return TestResults(
@@ -215,7 +215,7 @@ def _kv_table(rows: list[tuple[str, str]], cls: str = "kv") -> str:
 def _header(
     run: Path,
     arch: str,
-    meta: dict[str, Any] | None,
+    meta: Any,
     results: TestResults | None,
     events: list[dict[str, Any]],
     ops: dict[str, int],
@@ -460,14 +460,14 @@ def _summary_html(layers: list, ops: dict[str, int]) -> str:
 
 
 def _timings_html(
-    meta: dict[str, Any] | None,
+    meta: Any,
     events: list[dict[str, Any]],
     ops: dict[str, int],
     recipe: dict[str, Any],
 ) -> str:
     train = [e for e in events if e.get("phase") == "train"]
     last = events[-1]
-    m = (meta or {}).get("metrics", {})
+    m = meta.metrics if meta else {}
     seconds = float(m.get("train_seconds", last.get("elapsed", 0.0)))
     iters = int(m.get("iterations", last.get("iter", 0)))
     batch = recipe.get("data", {}).get("batch_size")
@@ -495,7 +495,7 @@ def _timings_html(
     return _kv_table(rows)
 
 
-def _data_html(meta: dict[str, Any] | None, recipe: dict[str, Any]) -> str:
+def _data_html(meta: Any, recipe: dict[str, Any]) -> str:
     data = recipe.get("data", {})
     val = (
         f"last {data['val_fraction']:.0%} of the training split"
@@ -503,11 +503,11 @@ def _data_html(meta: dict[str, Any] | None, recipe: dict[str, Any]) -> str:
         else data.get("val_split") or "none"
     )
     rows = [
-        ("trained on", _e((meta or {}).get("trained_on", data.get("train_split", "?")))),
+        ("trained on", _e((meta and meta.trained_on) or data.get("train_split", "?"))),
         ("validated on", _e(val)),
         ("tested on", "test (10,000 digits)"),
     ]
-    digests = (meta or {}).get("data_digests") or {}
+    digests = meta.data_digests if meta else {}
     rows += [(name, f"<code>sha256 {_e(d)}</code>") for name, d in digests.items()]
     if not digests:
         rows.append(("digests", "written with the model when the run finishes"))
