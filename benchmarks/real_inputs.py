@@ -84,10 +84,10 @@ def main() -> None:
     doc_path = args.out or ROOT / "docs" / f"real-inputs{suffix}.md"
     seed_single, seed_numbers, seed_negs, seed_ovals = SEEDS[args.split]
 
-    from digitlab import synth
     from digitlab.data.dataset import load_split
     from digitlab.fileio import write_text_atomic
     from digitlab.predict import Predictor
+    from digitlab.synth import uploads as synth
 
     test = load_split(args.split)
     pred = Predictor(args.model)
@@ -176,7 +176,7 @@ def main() -> None:
             ]
         ),
         "Non-digit letters are disjoint from the letters the model's synthetic negatives",
-        "use (`digitlab.negatives.TRAIN_LETTERS`).",
+        "use (`digitlab.synth.negatives.TRAIN_LETTERS`).",
         "",
         describe("torch", "numpy", "pillow", "scipy"),
         "",

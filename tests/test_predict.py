@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitlab import synth
 from digitlab.models.artifact import BUNDLED_MODEL
 from digitlab.predict import Predictor
+from digitlab.synth import uploads as synth
 
 pytestmark = pytest.mark.skipif(
     not (BUNDLED_MODEL / "model.json").is_file(), reason="bundled model not built"
@@ -118,7 +118,7 @@ def test_number_mode_splits_touching_digits_and_merges_broken_ones(predictor, mn
 
 
 def test_number_mode_scores_all_candidate_pieces_in_one_model_call(predictor, mnist):
-    from digitlab.numbers import read_digits
+    from digitlab.numbers import read_number
     from digitlab.preprocess import load_image
 
     train = mnist["train"]
@@ -131,7 +131,7 @@ def test_number_mode_scores_all_candidate_pieces_in_one_model_call(predictor, mn
         calls.append(len(images))
         return predictor.probabilities(images)
 
-    readings = read_digits(load_image(data, max_side=1024), counting)
+    readings = read_number(load_image(data, max_side=1024), counting)
     assert len(calls) == 1 and calls[0] > len(text)  # more candidates than digits, one batch
     assert "".join(str(r.digit) for r in readings) == text
     assert all(r.digit == int(r.probabilities[:10].argmax()) for r in readings)  # no line model
@@ -172,8 +172,8 @@ def test_number_mode_cli_contract(tmp_path, cli, mnist):
 
 
 def _reading(digit: int, confidence: float):
-    from digitlab.numbers import Reading
-    from digitlab.segment import Segment
+    from digitlab.numbers.lattice import Reading
+    from digitlab.numbers.segment import Segment
 
     probs = np.full(11, (1 - confidence) / 10, np.float32)
     probs[digit] = confidence

@@ -73,7 +73,8 @@ def calibrate_artifact(
     from digitlab.evaluate import batched_logits
     from digitlab.models.artifact import load_artifact, resolve_artifact, update_meta
     from digitlab.models.registry import Normalization
-    from digitlab.synth import prepared_uploads
+    from digitlab.synth.mixing import with_negatives
+    from digitlab.synth.uploads import prepared_uploads
 
     folder = resolve_artifact(path)
     model, meta = load_artifact(folder)
@@ -91,7 +92,7 @@ def calibrate_artifact(
     extra_class = meta.num_classes == 11
     if extra_class:
         n_neg = negatives or max(1, int(trained[0]["data"].get("negatives", 2000)) // 5)
-        val = val.with_negatives(n_neg, seed=2 * int(trained[0].get("seed", 0)) + 2)
+        val = with_negatives(val, n_neg, seed=2 * int(trained[0].get("seed", 0)) + 2)
     x, y = val.tensors()
     logits = batched_logits(model, x, Normalization(*meta.normalization).apply)
     t = fit_temperature(logits, y)

@@ -23,8 +23,8 @@ from digitlab.errors import DigitlabError
 from digitlab.runtime import load_backend
 
 if TYPE_CHECKING:
-    from digitlab.lines import LineReader
-    from digitlab.numbers import Reading
+    from digitlab.numbers.lattice import Reading
+    from digitlab.numbers.lines import LineReader
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 # number pieces are scored on these views, averaged: the piece and its four 1-px moves, the
@@ -165,7 +165,7 @@ class Predictor:
     ``model`` is a run or model folder, or None for the bundled default model. The model's
     ``model.json`` may carry a ``rejection`` block (temperature, threshold, method); models
     trained with an eleventh "not a digit" class use it for rejection. A folder holding a
-    ``line.onnx`` (:mod:`digitlab.lines`) reads numbers with it too, unless ``line=False``.
+    ``line.onnx`` (:mod:`digitlab.numbers.lines`) reads numbers with it too, unless ``line=False``.
     """
 
     def __init__(
@@ -179,7 +179,7 @@ class Predictor:
         self.rejection = self.meta.rejection_or_default
         self.line: LineReader | None = None  # the folder's line recogniser, for numbers
         if line:
-            from digitlab.lines import LINE_FILE, LineReader
+            from digitlab.numbers.lines import LINE_FILE, LineReader
 
             if (self.folder / LINE_FILE).is_file():
                 self.line = LineReader(self.folder / LINE_FILE)
@@ -254,9 +254,9 @@ class Predictor:
         numbers made from ``val`` digits exactly, this rule 95.4%; of 500 non-digits, 29 and
         40 read as a number.)
         """
-        from digitlab.numbers import read_digits
+        from digitlab.numbers import read_number
 
-        readings = read_digits(img, self.piece_probabilities, self.line)
+        readings = read_number(img, self.piece_probabilities, self.line)
         return number_result(readings, self.rejection.threshold, explain)
 
     def predict_paths(

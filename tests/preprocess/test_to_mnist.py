@@ -82,7 +82,7 @@ def test_a_digit_under_a_steep_shadow_is_found(mnist, seed):
     """Under a steep shadow the first Otsu guess takes much of the page for ink; the paper
     level is estimated again until the guess settles (these uploads, found by searching 3,000
     seeds, needed three passes and came back blank when two were made)."""
-    from digitlab import synth
+    from digitlab.synth import uploads as synth
 
     digit = mnist["train"].images[5]
     data = synth._render(synth._smooth_digit(digit), "shadow", np.random.default_rng(seed))

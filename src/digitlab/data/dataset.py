@@ -35,7 +35,7 @@ class Dataset:
     labels: np.ndarray
     name: str = "dataset"
     digests: dict[str, str] = field(default_factory=dict)
-    num_classes: int = 10  # 11 when synthetic "not a digit" images are mixed in
+    num_classes: int = 10  # 11 with a "not a digit" class
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 3:
@@ -57,43 +57,6 @@ class Dataset:
             self.images[index], self.labels[index], name or self.name, self.digests,
             self.num_classes,
         )  # fmt: skip
-
-    def with_negatives(self, n: int, seed: int, pieces: int = 0) -> Dataset:
-        """This set plus ``n`` synthetic non-digits (class 10) and ``pieces`` labelled pieces
-        of numbers written with this set's digits (see digitlab.negatives, digitlab.pieces)."""
-        from digitlab.negatives import negative_images
-        from digitlab.pieces import number_pieces
-
-        images, labels = [self.images, negative_images(n, seed)], [self.labels, np.full(n, 10)]
-        if pieces:
-            digits = self.labels < 10
-            x, y = number_pieces(self.images[digits], self.labels[digits], pieces, seed + 7)
-            images.append(x)
-            labels.append(y)
-        made = f"{n} non-digits" + (f" and {pieces} number pieces" if pieces else "")
-        return Dataset(
-            np.concatenate(images),
-            np.concatenate(labels).astype(np.int64),
-            f"{self.name}+{made}",
-            self.digests,
-            11,
-        )
-
-    def with_uploads(self, n: int, seed: int) -> Dataset:
-        """This set plus ``n`` realistic uploads of its digits (photos, scans, canvas exports,
-        thin pens) read back to 28x28 as ``predict`` reads files (digitlab.synth), so the
-        model learns the inputs users send and not only MNIST's own pen and centring."""
-        from digitlab.synth import prepared_uploads
-
-        digits = self.labels < 10
-        x, y = prepared_uploads(self.images[digits], self.labels[digits], n, seed)
-        return Dataset(
-            np.concatenate([self.images, x]),
-            np.concatenate([self.labels, y]),
-            f"{self.name}+{n} uploads",
-            self.digests,
-            self.num_classes,
-        )
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-copy torch views of the arrays."""

@@ -1,11 +1,11 @@
-"""Training the line recogniser (:mod:`digitlab.lines`) with CTC, and shipping it as ONNX.
+"""Training the line recogniser (:mod:`digitlab.numbers.lines`) with CTC, and shipping it as ONNX.
 
 The lines are numbers written with ``train50k`` digits by the same generator as the
-real-inputs benchmark (:func:`digitlab.synth.realistic_numbers`: paper, photos, canvas
+real-inputs benchmark (:func:`digitlab.synth.uploads.realistic_numbers`: paper, photos, canvas
 exports, touching digits), rendered to image files and read back exactly as
-``predict --number`` reads them (:func:`digitlab.segment.locate`, :func:`line_image`). So the
-line model sees what it will see in use, and never a ``val`` or ``test`` digit: it is
-checked on lines written with ``val`` digits.
+``predict --number`` reads them (:func:`digitlab.numbers.segment.locate`,
+:func:`line_image`). So the line model sees what it will see in use, and never a ``val``
+or ``test`` digit: it is checked on lines written with ``val`` digits.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitlab.lines import BLANK, LINE_FILE, LINE_HEIGHT, STRIDE
+from digitlab.numbers.lines import BLANK, LINE_FILE, LINE_HEIGHT, STRIDE
 
 LINE_CHUNK = 500  # lines per worker task
 TOLERANCE = 1e-4  # max |probability difference| between torch and ONNX Runtime
@@ -114,10 +114,10 @@ def _hold_digits(images: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _line_chunk(n: int, seed: int) -> LineSet:
-    from digitlab.lines import line_image
+    from digitlab.numbers.lines import line_image
+    from digitlab.numbers.segment import locate
     from digitlab.preprocess import load_image
-    from digitlab.segment import locate
-    from digitlab.synth import realistic_numbers
+    from digitlab.synth.uploads import realistic_numbers
 
     images, labels = _WORKER_DIGITS
     out = LineSet([], [])

@@ -78,6 +78,7 @@ def resolve_device(device: str) -> str:
 def training_splits(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, str]]:
     """The recipe's training set and validation set (a named split or the Keras-style tail)."""
     from digitlab.data.dataset import load_mnist, split_of
+    from digitlab.synth.mixing import with_negatives, with_uploads
 
     mnist = load_mnist()
     digests = {**mnist["train"].digests, **mnist["test"].digests}
@@ -90,15 +91,15 @@ def training_splits(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, 
     elif recipe.data.val_split:
         val = split_of(mnist, recipe.data.val_split)
     if recipe.data.uploads:
-        train = train.with_uploads(recipe.data.uploads, 2 * recipe.seed + 1)
+        train = with_uploads(train, recipe.data.uploads, 2 * recipe.seed + 1)
         if val is not None:
-            val = val.with_uploads(max(1, recipe.data.uploads // 5), 2 * recipe.seed + 2)
+            val = with_uploads(val, max(1, recipe.data.uploads // 5), 2 * recipe.seed + 2)
     if recipe.data.negatives:
         pieces = recipe.data.number_pieces
-        train = train.with_negatives(recipe.data.negatives, 2 * recipe.seed + 1, pieces)
+        train = with_negatives(train, recipe.data.negatives, 2 * recipe.seed + 1, pieces)
         if val is not None:
-            val = val.with_negatives(
-                max(1, recipe.data.negatives // 5), 2 * recipe.seed + 2, pieces // 5
+            val = with_negatives(
+                val, max(1, recipe.data.negatives // 5), 2 * recipe.seed + 2, pieces // 5
             )
     return train, val, digests
 

@@ -39,7 +39,7 @@ NON_DIGIT_KINDS = (
     "letter",
 )
 # Letters that look like no digit (O, I, l, S, Z, g, q, b... do, so they are left out), and
-# disjoint from digitlab.negatives.TRAIN_LETTERS, the letters the bundled model learns to
+# disjoint from digitlab.synth.negatives.TRAIN_LETTERS, the letters the bundled model learns to
 # reject, so the benchmark measures rejection of letters it has never seen.
 LETTERS = "BDFNRhmnuw"
 

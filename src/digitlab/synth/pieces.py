@@ -28,7 +28,7 @@ def number_pieces(
     """``n`` labelled candidate pieces (28x28 uint8, labels 0-10) cut from numbers written
     with ``images``; per number, every whole-digit piece and up to ``parts_per_digit`` "not
     a digit" pieces per written digit are kept, deterministic in ``seed``."""
-    from digitlab.numbers import lattice
+    from digitlab.numbers.lattice import lattice
 
     rng = np.random.default_rng(seed)
     out_x: list[np.ndarray] = []
@@ -93,6 +93,6 @@ def _write(digits: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 def _enlarged(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 28x28 digit cut to its ink and enlarged (bicubic) to about ``HEIGHT`` px tall."""
-    from digitlab.synth import _resize, _smooth_digit
+    from digitlab.synth.uploads import _resize, _smooth_digit
 
     return _resize(_smooth_digit(digit), round(HEIGHT * rng.uniform(0.85, 1.1)))

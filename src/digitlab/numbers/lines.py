@@ -1,6 +1,7 @@
 """A second opinion on a written number: a line recogniser that needs no cuts.
 
-:mod:`digitlab.numbers` cuts a line into candidate pieces and asks the digit model about each.
+:mod:`digitlab.numbers.lattice` cuts a line into candidate pieces and asks the digit model
+about each.
 Where two digits overlap (a 1 whose stroke crosses the 9 beside it), no cut parts them and
 the piece model reads the pair as a 7, or drops one. The line model reads the whole line at
 once: a small CNN over the line scaled to 32 px high, one column of class scores (ten digits
@@ -25,7 +26,7 @@ from PIL import Image
 from digitlab.errors import DigitlabError
 
 if TYPE_CHECKING:
-    from digitlab.segment import Layout
+    from digitlab.numbers.segment import Layout
 
 LINE_FILE = "line.onnx"
 LINE_HEIGHT = 32  # px: the line model's input height

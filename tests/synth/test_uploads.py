@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab import synth
 from digitlab.preprocess import load_image, prepare
+from digitlab.synth import uploads as synth
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitlab.negatives import negative_images
-from digitlab.pieces import NOT_A_DIGIT, _label, number_pieces
+from digitlab.synth.mixing import with_negatives
+from digitlab.synth.negatives import negative_images
+from digitlab.synth.pieces import NOT_A_DIGIT, _label, number_pieces
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_number_pieces_are_deterministic_labelled_and_include_not_a_digit(train_
 
 def test_a_dataset_with_negatives_labels_them_all_not_a_digit(mnist):
     small = mnist["train"].subset(slice(0, 500))
-    both = small.with_negatives(60, seed=2, pieces=40)
+    both = with_negatives(small, 60, seed=2, pieces=40)
     assert len(both) == 600 and both.num_classes == 11
     assert (both.labels[500:560] == 10).all() and (both.labels[:500] < 10).all()
     assert (both.labels[560:] == 10).any() and (both.labels[560:] < 10).any()

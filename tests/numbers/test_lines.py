@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from digitlab import synth
-from digitlab.lines import (
+from digitlab.models.artifact import BUNDLED_MODEL
+from digitlab.numbers.lines import (
     BLANK,
     LINE_FILE,
     LINE_HEIGHT,
@@ -19,8 +19,8 @@ from digitlab.lines import (
     line_image,
     prefix_beam,
 )
-from digitlab.models.artifact import BUNDLED_MODEL
 from digitlab.predict import Predictor
+from digitlab.synth import uploads as synth
 
 
 def _log_probs(rng: np.random.Generator, t: int) -> np.ndarray:
@@ -73,8 +73,8 @@ def test_prefix_beam_finds_the_likeliest_strings():
 
 
 def test_line_image_scales_the_line_to_the_model_height(mnist):
+    from digitlab.numbers.segment import locate
     from digitlab.preprocess import load_image
-    from digitlab.segment import locate
 
     test = mnist["test"]
     data, text, _ = synth.realistic_numbers(test.images, test.labels, 1, seed=5, min_len=4)[0]
@@ -89,7 +89,7 @@ def test_line_image_scales_the_line_to_the_model_height(mnist):
 def test_a_line_too_wide_to_read_is_left_to_the_lattice():
     from PIL import Image
 
-    from digitlab.segment import locate
+    from digitlab.numbers.segment import locate
 
     strip = Image.new("L", (20000, 100), 255)
     strip.paste(0, (0, 25, 20000, 75))  # one line 400 times as long as it is high
@@ -102,7 +102,7 @@ def test_the_bundled_model_has_a_line_model_and_it_reads_overlapping_digits_bett
     least as many exactly as the lattice alone, and more (measured: 800 val numbers of all
     kinds, 95.9% -> see docs/real-inputs-val.md)."""
     from digitlab.data.dataset import load_split
-    from digitlab.numbers import read_digits
+    from digitlab.numbers import read_number
     from digitlab.preprocess import load_image
 
     assert (BUNDLED_MODEL / LINE_FILE).is_file()
@@ -114,16 +114,16 @@ def test_the_bundled_model_has_a_line_model_and_it_reads_overlapping_digits_bett
     alone = with_line = 0
     for data, text in touching:
         img = load_image(data, max_side=1024)
-        lattice_alone = read_digits(img, predictor.piece_probabilities)
+        lattice_alone = read_number(img, predictor.piece_probabilities)
         alone += "".join(str(r.digit) for r in lattice_alone) == text
-        readings = read_digits(img, predictor.piece_probabilities, predictor.line)
+        readings = read_number(img, predictor.piece_probabilities, predictor.line)
         with_line += "".join(str(r.digit) for r in readings) == text
         assert all(r.confidence == r.probabilities[r.digit] for r in readings)
     assert with_line > alone
 
 
 def test_rerank_takes_the_line_models_reading_only_where_the_lattice_can_spell_it(mnist):
-    from digitlab.numbers import _spelled, best_path, lattice, rerank
+    from digitlab.numbers.lattice import _spelled, best_path, lattice, rerank
     from digitlab.preprocess import load_image
 
     predictor = Predictor(None)

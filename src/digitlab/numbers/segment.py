@@ -1,9 +1,8 @@
-"""A written number → one MNIST-style 28×28 image per digit, left to right.
+"""Where the ink of a written line is: its groups, left to right, for the lattice to cut.
 
-Digits are the connected components of the ink, with three corrections for how people write:
-pieces stacked over each other (the two strokes of a 4 or 5, a broken stroke) are merged;
-a component much wider than a digit is tall (two digits that touch) is cut at the columns of
-least ink; specks are dropped. A narrow "1" stays a digit of its own.
+Groups are the connected components of the ink, with two corrections for how people write:
+pieces stacked over each other (the two strokes of a 4 or 5, a broken stroke) are merged,
+and specks are dropped. A narrow "1" stays a group of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.preprocess import FAINT, InkMap, ink_map, normalise_ink
+from digitlab.preprocess import FAINT, InkMap, ink_map
 
 SEGMENT_SIDE = 768  # numbers are wide: 1.5× the single-digit size (1024: slower, no better)
 MERGE_OVERLAP = 0.5  # merge two pieces when they share this much of the narrower one's width
@@ -92,29 +91,6 @@ def crop_to_ink(ink: np.ndarray) -> tuple[np.ndarray, int, int] | None:
     return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], int(cols[0]), int(rows[0])
 
 
-def segment_digits(img: Image.Image | np.ndarray, *, thicken: bool = True) -> list[Segment]:
-    """Every digit in ``img``, left to right (an empty list when there is no ink), by shape
-    alone; :func:`digitlab.numbers.read_digits` also asks a model where the digits are."""
-    layout = locate(img)
-    if layout is None:
-        return []
-    segments = []
-    for group in layout.groups:
-        members, x0, x1, y0, y1 = group
-        ink = layout.group_ink(group)
-        one_blob = layout.one_blob(group)
-        cuts = _split_touching(ink, max(y1 - y0, layout.height)) if one_blob else None
-        for c0, c1 in cuts or [(0, x1 - x0)]:
-            cropped = crop_to_ink(ink[:, c0:c1])
-            if cropped is None:
-                continue
-            crop, left, top = cropped
-            image, _ = normalise_ink(crop, thicken=thicken)
-            box = layout.box(x0 + c0 + left, y0 + top, crop.shape[1], crop.shape[0])
-            segments.append(Segment(box, image))
-    return sorted(segments, key=lambda s: s.box[0] + s.box[2] / 2)
-
-
 def _pieces(labels: np.ndarray, n: int) -> list[tuple[int, int, int, int, int, int]]:
     """(label, area, x0, x1, y0, y1) of every component."""
     areas = np.bincount(labels.ravel(), minlength=n + 1)
@@ -181,29 +157,3 @@ def _overlap(a: Group, b: Group) -> float:
 
 def _union(a: Group, b: Group) -> Group:
     return (a[0] + b[0], min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3]), max(a[4], b[4]))
-
-
-def _split_touching(ink: np.ndarray, height: float) -> list[tuple[int, int]]:
-    """Column ranges of the digits in one piece: cut a too-wide piece where it has least ink,
-    near where equal-width digits would meet."""
-    width = ink.shape[1]
-    if width <= SPLIT_ASPECT * height:
-        return [(0, width)]
-    count = max(2, round(width / (DIGIT_ASPECT * height)))
-    profile = ink.sum(axis=0)
-    profile = profile / max(float(profile.mean()), 1e-6)
-    step = width / count
-    margin = max(1, round(0.15 * height))  # no digit is narrower than a thin "1"
-    cuts = [0]
-    for j in range(1, count):
-        lo, hi = max(cuts[-1] + margin, round((j - 0.5) * step)), round((j + 0.5) * step)
-        hi = min(hi, width - margin)
-        if hi <= lo:
-            continue
-        cols = np.arange(lo, hi)
-        score = profile[lo:hi] + 0.5 * ((cols - j * step) / step) ** 2  # least ink, near centre
-        best = int(np.argmin(score))
-        if profile[lo + best] <= NECK or width >= SURE_SPLIT * height:
-            cuts.append(lo + best)
-    cuts.append(width)
-    return list(zip(cuts[:-1], cuts[1:], strict=True))

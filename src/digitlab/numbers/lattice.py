@@ -1,45 +1,10 @@
-"""Reading a written number by recognition: the model decides where one digit ends.
+"""The lattice: cut each ink group along candidate seams, let the piece model score every
+run of slices that could be one digit, and keep the most confident split of the line.
 
 Shape alone cannot tell two touching digits from one wide digit, nor the loose flag of a 5
-from a 1. So each ink group (see :func:`digitlab.segment.locate`) is cut along candidate
-seams — top-to-bottom paths through little ink, which may lean to pass between slanted or
-interlocking digits — into thin slices, and every run of neighbouring slices that could be
-one digit, the whole group included, becomes a candidate piece. All pieces go to the model in
-one batch; dynamic programming then picks the split of the line into pieces whose digit
-confidences have the largest product: a half digit, or two digits in one piece, looks like
-"not a digit" or gets a low confidence, while pieces of one digit merge back when the whole
-reads better (a 5's loose flag, a broken 0).
-
-The model must know what a piece that is not one digit looks like: the bundled one learns it
-from labelled pieces cut by this very lattice from numbers written with training digits
-(:mod:`digitlab.pieces`). Measured on 800 numbers made from ``val`` digits it never trained
-on (synth.realistic_numbers, seed 4242), with a number voided by any doubtful digit: the
-mnist-fast model without pieces read 90.6% exactly, mnist-vgg without pieces 91.5%, with
-20,000 pieces 94.0% (with 40,000 pieces and 25 epochs 93.0%: no better; the shipped model,
-whose ellipse negatives are no taller than 0.95x their width, 93.5%). Extra penalties
-per cut, per digit, for wide pieces or for cutting a confidently read group, and letting a
-piece the model calls "not a digit" be skipped as a stray stroke, all measured as no better
-than none: the model's confidence alone decides, except that a piece much shorter than the
-line's digits (a fragment) pays ``SHORT_PENALTY``. Nor did retraining help: pieces from
-numbers whose neighbours are joined by a stroke 95.0% (the shipped model, with the later
-mean-confidence rule and calibration, 95.5%), 20,000 realistic uploads added to training
-95.25%. What did: scoring each piece on five 1-px shifted views, 95.9%
-(``Predictor.piece_probabilities``).
-
-Tried after that, on the same 800, all within two numbers of 95.9% (noise): seams through
-five heights (95.75%) or denser cuts (95.4%); nine views, two ±10° turns, or a thickened view
-(96.0, 95.75, 96.0%); retraining with pieces that keep their digit's label while holding up to
-20% or 30% of a neighbour's ink (95.4, 95.25%), or with the `modern` recipe's augmentation
-(95.9, 95.6%); three such models averaged (96.0%). The same ~32 numbers fail every time, most
-of them overlapping digits: a 1 whose stroke crosses its neighbour, or that picks up a
-neighbour's stroke and reads as 7, where no top-to-bottom seam parts the two.
-
-What moved them: a second model that reads the whole line without cuts
-(:mod:`digitlab.lines`, CTC, trained on 60,000 numbers written with training digits; alone it
-reads 97.9% of 2,000 val lines), whose likelihood re-ranks the readings the lattice allows
-(:func:`rerank`). On the same 800: 95.9% -> 97.5% with ``LINE_WEIGHT`` 1, 97.6% with 1.5-3
-(on 800 more, seed 31337: 95.9% -> 97.5%, 97.6-97.75%); touching numbers failed 21 times,
-now 6. Its weight is 2, mid-plateau.
+from a 1, so the model decides where one digit ends. A line model's likelihood
+(:mod:`digitlab.numbers.lines`) then re-ranks the readings the cuts allow. Measurements and
+what was tried: docs/numbers.md.
 """
 
 from __future__ import annotations
@@ -51,9 +16,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.lines import LineReader, ctc_log_likelihood, line_image, prefix_beam
+from digitlab.numbers.lines import LineReader, ctc_log_likelihood, line_image, prefix_beam
+from digitlab.numbers.segment import Layout, Segment, crop_to_ink, locate
 from digitlab.preprocess import normalise_ink
-from digitlab.segment import Layout, Segment, crop_to_ink, locate
 
 # Lengths are in units of the line's typical digit height.
 CUT_ABOVE = 0.3  # a group wider than this may hold several digits
@@ -101,7 +66,7 @@ class Lattice:
     layout: Layout
 
 
-def read_digits(
+def read_number(
     img: Image.Image | np.ndarray, probabilities: Scorer, line: LineReader | None = None
 ) -> list[Reading]:
     """The digits of the number in ``img``, left to right (empty when there is no ink).

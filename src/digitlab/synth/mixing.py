@@ -1,0 +1,46 @@
+"""Mixing synthetic data into a training or validation set: "not a digit" images, labelled
+pieces of written numbers, and realistic uploads read back as predict reads them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitlab.data.dataset import Dataset
+from digitlab.synth.negatives import negative_images
+from digitlab.synth.pieces import number_pieces
+from digitlab.synth.uploads import prepared_uploads
+
+
+def with_negatives(ds: Dataset, n: int, seed: int, pieces: int = 0) -> Dataset:
+    """The set plus ``n`` synthetic non-digits (class 10) and ``pieces`` labelled pieces
+    of numbers written with the set's digits (digitlab.synth.negatives and .pieces)."""
+    images, labels = [ds.images, negative_images(n, seed)], [ds.labels, np.full(n, 10)]
+    if pieces:
+        digits = ds.labels < 10
+        x, y = number_pieces(ds.images[digits], ds.labels[digits], pieces, seed + 7)
+        images.append(x)
+        labels.append(y)
+    made = f"{n} non-digits" + (f" and {pieces} number pieces" if pieces else "")
+    return Dataset(
+        np.concatenate(images),
+        np.concatenate(labels).astype(np.int64),
+        f"{ds.name}+{made}",
+        ds.digests,
+        11,
+    )
+
+
+def with_uploads(ds: Dataset, n: int, seed: int) -> Dataset:
+    """The set plus ``n`` realistic uploads of its digits (photos, scans, canvas exports,
+    thin pens) read back to 28x28 as ``predict`` reads files (digitlab.synth), so the
+    model learns the inputs users send and not only MNIST's own pen and centring."""
+
+    digits = ds.labels < 10
+    x, y = prepared_uploads(ds.images[digits], ds.labels[digits], n, seed)
+    return Dataset(
+        np.concatenate([ds.images, x]),
+        np.concatenate([ds.labels, y]),
+        f"{ds.name}+{n} uploads",
+        ds.digests,
+        ds.num_classes,
+    )
