@@ -232,12 +232,11 @@ class Predictor:
         the base64 PNG of the 28x28 the model saw, with ``explain``).
         Number: ``{"number", "digits": [{"digit", "confidence", "is_digit", "box"}...]}``.
         """
-        from digitlab.preprocess import load_image, prepare
+        from digitlab.inputs import digit_input, line_input
 
-        img = load_image(data, max_side=1024 if number else 512)
         if number:
-            return self._predict_number(img, explain)
-        p = prepare(img)
+            return self._predict_number(line_input(data), explain)
+        p = digit_input(data)
         result = self.verdicts(p.image[None], np.array([p.empty]))[0]
         if explain:
             result["input"] = png_base64(p.image)
@@ -272,7 +271,7 @@ class Predictor:
         Single digits are classified in batches; ``show_input`` saves each 28x28 the model saw;
         ``preprocess=False`` takes images as MNIST-style already.
         """
-        from digitlab.preprocess import load_image, prepare
+        from digitlab.inputs import digit_input
 
         batch = 256
         for start in range(0, len(paths), batch):
@@ -286,7 +285,7 @@ class Predictor:
                         results.append({"path": p, **self.predict_image(data, number=True)})
                         continue
                     if preprocess:
-                        prep = prepare(load_image(data, max_side=512))
+                        prep = digit_input(data)
                         image, empty = prep.image, prep.empty
                     else:
                         image, empty = mnist_like(data), False

@@ -39,7 +39,7 @@ def sort_rows(rows: list[dict[str, Any]], objective: Objective) -> list[dict[str
 
 def write_results(spec: SweepSpec, rows: list[dict[str, Any]]) -> SweepResult:
     """results.json, results.csv and sweep.png in the sweep folder, each written atomically."""
-    from digitlab.viz.sweep_plot import sweep_png
+    from digitlab.sweep.plot import sweep_png
 
     result = SweepResult(spec, sort_rows(rows, spec.objective))
     doc = {

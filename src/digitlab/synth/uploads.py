@@ -106,10 +106,10 @@ def prepared_uploads(
 
 
 def _prepared_chunk(digits: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    from digitlab.preprocess import load_image, prepare
+    from digitlab.inputs import digit_input
 
     samples = _singles(digits, labels, np.random.default_rng(seed))
-    read = [prepare(load_image(data, max_side=512)) for data, _, _ in samples]
+    read = [digit_input(data) for data, _, _ in samples]
     return np.stack([digit if r.empty else r.image for r, digit in zip(read, digits, strict=True)])
 
 

@@ -114,15 +114,15 @@ def _hold_digits(images: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _line_chunk(n: int, seed: int) -> LineSet:
+    from digitlab.inputs import line_input
     from digitlab.numbers.lines import line_image
     from digitlab.numbers.segment import locate
-    from digitlab.preprocess import load_image
     from digitlab.synth.uploads import realistic_numbers
 
     images, labels = _WORKER_DIGITS
     out = LineSet([], [])
     for data, text, _kind in realistic_numbers(images, labels, n, seed):
-        layout = locate(load_image(data, max_side=1024))
+        layout = locate(line_input(data))
         line = line_image(layout) if layout is not None else None
         if line is not None:
             out.images.append(line)

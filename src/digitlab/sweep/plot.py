@@ -15,7 +15,8 @@ from digitlab.viz.plots import COLORS, figure_bytes, new_figure, style_axes
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from digitlab.sweep import Axis, SweepResult
+    from digitlab.sweep.space import Axis
+    from digitlab.sweep.spec import SweepResult
 
 ACCURACY_WINDOW = 5.0  # heatmap colours span the best trial's accuracy minus this many points
 SCATTER_WINDOW = 10.0  # scatter panels show at least this many points below the best
@@ -61,7 +62,7 @@ def _title(result: SweepResult, width_in: float, mark: str) -> str:
 
 
 def _best_text(result: SweepResult, mark: str) -> str:
-    from digitlab.sweep import show_value
+    from digitlab.sweep.space import show_value
 
     best = result.best
     if best is None:
@@ -73,7 +74,7 @@ def _best_text(result: SweepResult, mark: str) -> str:
 
 
 def _index(values: tuple[Any, ...], value: Any) -> int | None:
-    from digitlab.sweep import format_value
+    from digitlab.sweep.space import format_value
 
     keys = [format_value(v) for v in values]
     key = format_value(value)
@@ -89,7 +90,7 @@ def _heatmap(result: SweepResult):
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    from digitlab.sweep import show_value
+    from digitlab.sweep.space import show_value
 
     xa, ya = result.spec.grid  # the first --grid runs across, the second up
     grid = np.full((len(ya.values), len(xa.values)), np.nan)
@@ -201,7 +202,7 @@ def _panels(result: SweepResult):
 
 
 def _panel(ax: Axes, result: SweepResult, axis: Axis, best: float, floor: float | None) -> None:
-    from digitlab.sweep import show_value
+    from digitlab.sweep.space import show_value
 
     numeric = _numeric(axis)
     finished: list[tuple[float, float]] = []
