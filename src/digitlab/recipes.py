@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -277,24 +277,31 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_override(data: dict, override: str) -> dict:
-    """Apply one ``a.b.c=value`` to the raw recipe dict (in place, also returned).
-
-    ``none``/``null`` sets a field to None. Setting ``train.iters`` clears ``train.epochs``
-    and vice versa, so a length can be changed without knowing which one the file used.
-    """
+    """Apply one ``a.b.c=value`` string (a ``--set``) to the raw recipe dict; see set_field."""
     key, sep, value = override.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(p.strip() for p in parts):
+    if not sep:
         raise DigitlabError(
             f"--set {override!r}: expected SECTION.FIELD=VALUE, e.g. solver.lr=0.05"
         )
-    parts = [p.strip() for p in parts]
+    return set_field(data, key, _parse_value(value), f"--set {override!r}")
+
+
+def set_field(data: dict, key: str, value: Any, source: str | None = None) -> dict:
+    """Set the field ``a.b.c`` of the raw recipe dict to a typed value (in place, returned).
+
+    None sets a field to None. Setting ``train.iters`` clears ``train.epochs`` and vice
+    versa, so a length can be changed without knowing which one the file used.
+    """
+    source = source or f"field {key!r}"
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise DigitlabError(f"{source}: expected SECTION.FIELD, e.g. solver.lr")
     node = data
     for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise DigitlabError(f"--set {override!r}: {'.'.join(parts[: i + 1])} is not a section")
-    node[parts[-1]] = _parse_value(value)
+            raise DigitlabError(f"{source}: {'.'.join(parts[: i + 1])} is not a section")
+    node[parts[-1]] = value
     if parts[:1] == ["train"] and parts[-1] in ("iters", "epochs") and len(parts) == 2:
         other = "epochs" if parts[-1] == "iters" else "iters"
         if node[parts[-1]] is not None:
@@ -342,8 +349,14 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
-    """Read, override and validate a recipe; a mistake is a DigitlabError naming file and field."""
+def load_recipe(
+    name_or_path: str, overrides: Sequence[str] = (), fields: Mapping[str, Any] | None = None
+) -> Recipe:
+    """Read, override and validate a recipe; a mistake is a DigitlabError naming file and field.
+
+    ``overrides`` are ``--set`` strings (``solver.lr=0.05``, parsed as TOML values);
+    ``fields`` are typed values by dotted name (``{"solver.lr": 0.05}``), for the Python API.
+    """
     path = find_recipe(name_or_path)
     source = _display(path)
     try:
@@ -355,7 +368,10 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
     data.setdefault("name", path.stem)
     for override in overrides:
         apply_override(data, override)
+    for key, value in (fields or {}).items():
+        set_field(data, key, value)
     by_key = {o.partition("=")[0].strip(): o for o in overrides}
+    by_key.update({k: f"{k}={v!r}" for k, v in (fields or {}).items()})
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
