@@ -274,6 +274,29 @@ def test_config_refuses_reversed_ranges():
         AugmentConfig(crop=(24, 32))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("elastic_sigma", 1e5, "less than or equal to 28"),  # 3.6e11 floats of noise per image
+        ("elastic_sigma", 5e-324, "greater than or equal to 0.1"),  # a 0/0 kernel
+        ("elastic_alpha", 1e300, "less than or equal to 1000"),
+        ("scale", (1e-300, 1.0), "0.1 <= min <= max <= 10"),  # an infinite sampling matrix
+        ("scale", (1.0, 1e300), "0.1 <= min <= max <= 10"),
+    ],
+)
+def test_config_refuses_values_that_allocate_without_bound_or_give_nan(field, value, allowed):
+    with pytest.raises(ValueError, match=allowed.replace("(", r"\(")):
+        AugmentConfig(**{field: value})
+
+
+def test_the_largest_accepted_settings_augment_a_batch_to_finite_pixels(digits):
+    cfg = AugmentConfig(elastic_alpha=1000, elastic_sigma=28, scale=(0.1, 10), rotation=180)
+    out = Augmenter(cfg)(digits.float(), torch.Generator().manual_seed(0))
+    assert out.shape == digits.shape and torch.isfinite(out).all()
+    small = AugmentConfig(elastic_alpha=1000, elastic_sigma=0.1)
+    assert torch.isfinite(Augmenter(small)(digits.float(), torch.Generator().manual_seed(0))).all()
+
+
 def test_describe_names_only_the_changed_settings():
     assert describe(AugmentConfig()) == "none"
     assert describe(AugmentConfig(rotation=10, crop=(24, 28))) == "rotation=10.0 crop=(24, 28)"

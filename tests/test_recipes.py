@@ -214,3 +214,189 @@ def test_recipe_round_trips_through_toml(tmp_path):
         again = load_recipe(write(tmp_path, recipe_to_toml(recipe), f"{name}.toml"))
         assert again == recipe, name
     assert isinstance(again, Recipe)
+
+
+# ----------------------------------------------------------------------------- bounds
+
+
+FAST = GOOD.replace('name = "softmax"', 'name = "mnist-fast"')
+STEP = ["schedule.policy=step", "schedule.stepsize=1"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "allowed"),
+    [
+        (["train.epochs=1e308"], "train.epochs", "less than or equal to 1000000000"),
+        (["train.epochs=1e6"], "train.epochs 1e+06 of 1875 iterations", "epochs <= 533333"),
+        (["data.batch_size=1", "train.epochs=20000"], "train.epochs", "epochs <= 16666.7"),
+        (["train.iters=10000000000"], "train.iters", "less than or equal to 1000000000"),
+        (["train.val_interval=10000000000000000000"], "train.val_interval", "less than or"),
+        (["seed=18446744073709551616"], "seed", "less than or equal to 4294967295"),
+        (["seed=-1"], "seed", "greater than or equal to 0"),
+        (["data.uploads=100000000"], "data.uploads", "less than or equal to 1000000"),
+        (["data.negatives=1000000000"], "data.negatives", "less than or equal to 1000000"),
+        (["data.batch_size=1000000000000"], "data.batch_size", "less than or equal to 1048576"),
+        (["data.val_fraction=1e-9"], "data", "leaves 0 for validation"),
+        (["augment.elastic_sigma=1e5"], "augment.elastic_sigma", "less than or equal to 28"),
+        (["augment.elastic_sigma=1e-300"], "augment.elastic_sigma", "greater than or equal"),
+        (["augment.elastic_alpha=1e300"], "augment.elastic_alpha", "less than or equal to 1000"),
+        (["augment.scale=[1e-300, 1]"], "augment", "0.1 <= min <= max <= 10"),
+        (["solver.lr=1e300"], "solver.lr", "less than or equal to 100"),
+        (["solver.bias_lr_mult=1e300"], "solver.bias_lr_mult", "less than or equal to 100"),
+        (["solver.weight_decay=1e10"], "solver.weight_decay", "less than or equal to 1"),
+        ([*STEP, "schedule.gamma=2"], "schedule", "needs gamma in (0, 1], not 2"),
+        (["schedule.policy=exp", "schedule.gamma=1.0001"], "schedule", "gamma in (0, 1]"),
+        (
+            ["schedule.policy=inv", "schedule.gamma=1", "schedule.power=-5"],
+            "schedule.power",
+            "than or",
+        ),
+        (["schedule.policy=poly", "schedule.power=-1"], "schedule.power", "greater than or"),
+        (["schedule.policy=onecycle", "schedule.div_factor=1e-300"], "schedule.div_factor", "1"),
+        (["schedule.final_div_factor=0.5"], "schedule.final_div_factor", "greater than or"),
+        (["schedule.max_lr=1e300"], "schedule.max_lr", "less than or equal to 100"),
+        (["schedule.stop_factor_lr=1e300"], "schedule.stop_factor_lr", "less than or equal"),
+        ([f"schedule.stepvalues=[{','.join(map(str, range(2000)))}]"], "schedule.stepvalues", ""),
+        (["schedule.stepvalues=[10, 100000000000]"], "schedule", "in [0, 1000000000]"),
+        (["schedule.warmup_iters=10000000000"], "schedule.warmup_iters", "less than or equal"),
+        (["model.options.num_classes=-1"], "model.options.num_classes is -1", "set model"),
+        (["model.options.num_classes=11"], "model.options.num_classes is 11", "= 10"),
+        (["data.negatives=10"], "model.options.num_classes is 10", "num_classes = 11"),
+        (["model.options.dropout=1.5"], "model", "options.dropout of 'mnist-fast' must lie in"),
+        (["model.options.dropout=-0.1"], "model", "dropout of 'mnist-fast' must lie in [0, 0.99]"),
+        (["model.options.hidden=0"], "model", "options.hidden of 'mnist-fast' must lie in [1,"),
+        (["model.options.hidden=1000000000"], "model", "must lie in [1, 8192]"),
+        (["model.options.width=-3"], "model", "options.width of 'mnist-fast' must lie in [1, 256"),
+        (["model.options.hidden=12.5"], "model", "hidden of 'mnist-fast' is a whole number"),
+        (['model.options.hidden="big"'], "model", "hidden of 'mnist-fast' is a whole number"),
+        (["model.options.channels_last=1"], "model", "channels_last of 'mnist-fast' is true or"),
+        (["model.options.num_classes=100000000000000000000000"], "model", "within +-"),
+        (["model.normalization=[0, 1e-300]"], "model.normalization", "0.01 <= |scale|"),
+        (["model.normalization=[1e9, 1]"], "model.normalization", "|shift| <= 1000"),
+    ],
+)
+def test_values_that_would_crash_or_run_away_are_refused_at_load(
+    tmp_path, overrides, field, allowed
+):
+    path = write(tmp_path, FAST, "r.toml")
+    with pytest.raises(DigitlabError) as info:
+        load_recipe(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message and "r.toml: " in message
+    assert field in message and allowed in message, message
+
+
+def test_accepted_extremes_still_load(tmp_path):
+    """The bounds leave every sane setting alone: the edges themselves are accepted."""
+    path = write(tmp_path, FAST, "r.toml")
+    edges = [
+        "seed=4294967295",
+        "train.iters=1000000000",
+        "data.uploads=1000000",
+        "augment.elastic_sigma=28",
+        "augment.elastic_alpha=34",
+        "model.options.dropout=0.99",
+        "model.options.hidden=8192",
+        "model.options.width=1",
+        "schedule.policy=sigmoid",
+        "schedule.gamma=-1e300",
+        "schedule.stepsize=1000000000",
+    ]
+    recipe = load_recipe(path, edges)
+    assert recipe.seed == 2**32 - 1 and recipe.model.options["hidden"] == 8192
+    assert load_recipe(path, ["data.batch_size=1", "train.epochs=16666"]).train.epochs == 16666
+
+
+def test_every_numeric_model_option_has_a_declared_range():
+    import inspect
+
+    from digitlab.recipes import OPTION_RANGES
+
+    for name, entry in MODELS.items():
+        for param in inspect.signature(entry.factory).parameters.values():
+            numeric = type(param.default) in (int, float)
+            if numeric and param.name != "num_classes":
+                assert param.name in OPTION_RANGES, f"{name}: {param.name} has no range"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = " + "[" * 100_000 + "]" * 100_000,
+        "a = " + "{a = " * 100_000 + "1" + "}" * 100_000,
+        "[" + ".".join(["a"] * 100_000) + "]\nb = 1",
+        "[model.options." + ".".join(["a"] * 30) + "]\nb = 1",
+    ],
+    ids=["arrays", "inline-tables", "dotted-header", "30-deep"],
+)
+def test_a_recipe_nested_deeply_is_one_error(tmp_path, text):
+    path = write(tmp_path, GOOD + "\n" + text, "deep.toml")
+    with pytest.raises(DigitlabError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert "deep.toml: " in message and "nested" in message and "\n" not in message
+
+
+def test_a_set_value_nested_deeply_is_one_error(tmp_path):
+    path = write(tmp_path, GOOD)
+    with pytest.raises(DigitlabError, match="--set value .*nested"):
+        load_recipe(path, ["model.options.x=" + "[" * 50_000 + "]" * 50_000])
+    with pytest.raises(DigitlabError, match="--set value .*nested more than 16"):
+        load_recipe(path, ["model.options.x=" + "[" * 40 + "]" * 40])
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_a_folder_a_device_and_a_huge_file_are_refused_without_reading_them(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opened for a blocking read, this would wait for a writer for ever
+    with pytest.raises(DigitlabError, match="fifo.toml: not a regular file"):
+        load_recipe(str(fifo))
+    (tmp_path / "folder.toml").mkdir()
+    with pytest.raises(DigitlabError, match="folder.toml: (not a regular file|cannot read)"):
+        load_recipe(str(tmp_path / "folder.toml"))
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")
+    with pytest.raises(DigitlabError, match="zero.toml: not a regular file"):
+        load_recipe(str(tmp_path / "zero.toml"))
+    big = write(tmp_path, GOOD + "#" * (1 << 20), "big.toml")
+    with pytest.raises(DigitlabError, match="big.toml: larger than 1,048,576 bytes"):
+        load_recipe(big)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(GOOD.encode() + b'description = "caf\xe9"\n')
+    with pytest.raises(DigitlabError, match="latin.toml: cannot read: not UTF-8"):
+        load_recipe(str(latin))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--epochs", "1e308"],
+        ["--set", "seed=18446744073709551616"],
+        ["--set", "schedule.policy=exp", "--set", "schedule.gamma=2"],
+        ["--set", "augment.elastic_sigma=1e5"],
+        ["--set", "data.uploads=100000000"],
+        ["--set", "model.options.hidden=-1"],
+    ],
+)
+def test_cli_train_refuses_a_runaway_value_in_one_line_before_training(tmp_path, cli, args):
+    import time
+
+    recipe = write(tmp_path, FAST, "r.toml")
+    start = time.monotonic()
+    result = cli("train", recipe, "--out", str(tmp_path / "run"), *args, timeout=60)
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 2, stderr
+    assert len(stderr.splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert "r.toml: " in stderr
+    assert not (tmp_path / "run").exists()
+    assert time.monotonic() - start < 30
+
+
+def test_cli_train_refuses_a_deeply_nested_recipe_in_one_line(tmp_path, cli):
+    recipe = write(tmp_path, GOOD + "a = " + "[" * 100_000 + "]" * 100_000, "deep.toml")
+    result = cli("train", recipe, "--out", str(tmp_path / "run"), timeout=60)
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 2 and len(stderr.splitlines()) == 1, stderr
+    assert "deep.toml: not valid TOML: nested too deeply" in stderr
+    assert not (tmp_path / "run").exists()

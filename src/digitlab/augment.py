@@ -27,20 +27,31 @@ class AugmentConfig(Section):
     """The ``[augment]`` section of a recipe; every field at its default means no augmentation."""
 
     rotation: float = Field(0.0, ge=0, le=180, description="max rotation, degrees (uniform ±)")
-    scale: tuple[float, float] = Field((1.0, 1.0), description="min and max zoom factor")
+    scale: tuple[float, float] = Field(
+        (1.0, 1.0), description="min and max zoom factor, each in [0.1, 10]"
+    )
     translate: float = Field(0.0, ge=0, le=0.5, description="max shift, fraction of 28 px (±)")
     shear: float = Field(0.0, ge=0, le=60, description="max shear, degrees (uniform ±)")
     crop: tuple[int, int] | None = Field(
         None, description="random square crop side range in px, resized back to 28 (MXNet)"
     )
-    elastic_alpha: float = Field(0.0, ge=0, description="Simard elastic strength in px; 0 = off")
-    elastic_sigma: float = Field(4.0, gt=0, description="Simard elastic smoothness in px")
+    elastic_alpha: float = Field(
+        0.0, ge=0, le=1000, description="Simard elastic strength in px; 0 = off"
+    )
+    # The noise field is drawn (28 + 6 sigma) px square per sample: sigma 1e5 would ask for
+    # 3.6e11 floats per image. Beyond 28 px the smoothed field is one shift of the whole digit;
+    # below 0.1 px the float32 kernel is 0/0.
+    elastic_sigma: float = Field(
+        4.0, ge=0.1, le=28, description="Simard elastic smoothness in px, 0.1-28"
+    )
     p: float = Field(1.0, ge=0, le=1, description="probability that a sample is augmented")
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> AugmentConfig:
-        if not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"scale must be (min, max) with 0 < min <= max, not {self.scale}")
+        if not 0.1 <= self.scale[0] <= self.scale[1] <= 10:
+            raise ValueError(
+                f"scale must be (min, max) with 0.1 <= min <= max <= 10, not {self.scale}"
+            )
         if self.crop is not None and not 1 <= self.crop[0] <= self.crop[1] <= 28:
             raise ValueError(
                 f"crop must be (min, max) px with 1 <= min <= max <= 28, not {self.crop}"

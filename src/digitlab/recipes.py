@@ -9,11 +9,17 @@ name (``caffe-lenet``) is looked up there (found from this file's location in th
 checkout, which is also where an editable install points), then in ``digitlab/recipes_data/``
 inside the package, which a wheel build fills with a copy of ``recipes/``. Anything that looks
 like a path (contains a slash or ends in ``.toml``) is read as a file.
+
+Every number has a range that a run can live with: a value that would overflow a schedule,
+allocate without bound or run for ever is refused here, in one line naming the field and the
+range, and never reaches the trainer.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +33,26 @@ from digitlab.errors import DigitlabError
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes_data"
+
+# The bounds a run can live with. A billion updates is days of training; 2**32 seeds are
+# what numpy's legacy seeding takes, and keep the trainer's derived seeds (seed * 1,000,003
+# + 7,919 * iteration) inside the 64 bits torch's generators accept.
+MAX_ITERS = 10**9
+MAX_SEED = 2**32 - 1
+MAX_LR = 100.0  # Keras Adadelta's 1.0 and the 1.5 of some tutorials, with room
+MAX_BATCH = 1 << 20
+MAX_SYNTHETIC = 1_000_000  # each of uploads/negatives/pieces: 0.75 GB of 28x28 images
+MAX_STEPVALUES = 1000
+MAX_RECIPE_BYTES = 1 << 20
+MAX_DEPTH = 16  # a recipe is three levels deep; deeper nesting is a mistake or an attack
+
+# model.options: the sane range of each numeric factory argument (num_classes follows the
+# data). A test holds that every numeric argument of every registered model has one.
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "dropout": (0.0, 0.99),
+    "hidden": (1, 8192),
+    "width": (1, 256),
+}
 
 
 class ModelSection(Section):
@@ -60,7 +86,39 @@ class ModelSection(Section):
                 f"model {self.name!r} has no option {', '.join(unknown)}; "
                 f"it takes: {', '.join(params) or 'none'}"
             )
+        for key, value in self.options.items():
+            _check_option(self.name, key, value, params[key].default)
         return self
+
+    @field_validator("normalization")
+    @classmethod
+    def _sane_normalization(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not (abs(v[0]) <= 1000 and 0.01 <= abs(v[1]) <= 10_000):
+            raise ValueError(
+                f"normalization (shift, scale) must have |shift| <= 1000 and "
+                f"0.01 <= |scale| <= 10000 (pixels are 0-255), not {tuple(v)}"
+            )
+        return v
+
+
+def _check_option(model: str, key: str, value: object, default: object) -> None:
+    """A factory argument must have its default's type and lie in its declared range."""
+    want = type(default)
+    if want is bool and not isinstance(value, bool):
+        raise ValueError(f"options.{key} of {model!r} is true or false, not {value!r}")
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"options.{key} of {model!r} is a whole number, not {value!r}")
+    if want is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError(f"options.{key} of {model!r} is a number, not {value!r}")
+    if key in OPTION_RANGES and not isinstance(value, bool):
+        lo, hi = OPTION_RANGES[key]
+        if not lo <= value <= hi:  # type: ignore[operator]
+            raise ValueError(
+                f"options.{key} of {model!r} must lie in [{lo:g}, {hi:g}], not {value}"
+            )
+
+
+SPLIT_SIZES = {"train": 60000, "train50k": 50000}
 
 
 class DataSection(Section):
@@ -73,14 +131,18 @@ class DataSection(Section):
     val_fraction: float | None = Field(
         None, gt=0, lt=1, description="validate on this last fraction of train (Keras style)"
     )
-    batch_size: int = Field(gt=0)
-    eval_batch_size: int = Field(1000, gt=0)
+    batch_size: int = Field(gt=0, le=MAX_BATCH)
+    eval_batch_size: int = Field(1000, gt=0, le=MAX_BATCH)
     negatives: int = Field(
-        0, ge=0, description="synthetic non-digits added as an 11th class (val gets a fifth more)"
+        0,
+        ge=0,
+        le=MAX_SYNTHETIC,
+        description="synthetic non-digits added as an 11th class (val gets a fifth more)",
     )
     number_pieces: int = Field(
         0,
         ge=0,
+        le=MAX_SYNTHETIC,
         description="candidate pieces of numbers written with this split's digits, labelled "
         "(a whole digit keeps its label, a fragment or two digits are 'not a digit'): teaches "
         "number reading where one digit ends; needs negatives > 0; val gets a fifth more",
@@ -89,6 +151,7 @@ class DataSection(Section):
     uploads: int = Field(
         0,
         ge=0,
+        le=MAX_SYNTHETIC,
         description="realistic uploads of this split's digits (photos, scans, canvas exports, "
         "thin pens; digitlab.synth) read back to 28x28 as predict reads files; val gets a "
         "fifth more",
@@ -102,21 +165,36 @@ class DataSection(Section):
             raise ValueError("val_split 'val' is inside train_split 'train'; use 'train50k'")
         if self.number_pieces and not self.negatives:
             raise ValueError("number_pieces needs negatives > 0 (the 'not a digit' class)")
+        if self.val_fraction is not None:
+            n = SPLIT_SIZES[self.train_split]
+            n_val = int(round(n * self.val_fraction))
+            if not 1 <= n_val <= n - 1:
+                raise ValueError(
+                    f"val_fraction {self.val_fraction:g} of {n} images leaves {n_val} for "
+                    f"validation and {n - n_val} for training; each needs at least one"
+                )
         return self
+
+    def max_train_images(self) -> int:
+        """The most images an epoch can hold (before val_fraction takes its share)."""
+        extra = self.uploads + self.negatives + self.number_pieces
+        return SPLIT_SIZES[self.train_split] + extra
 
 
 class SolverSection(Section):
     """Optimizer and its hyper-parameters; ``lr`` is the base rate the schedule scales."""
 
     optimizer: Literal["sgd", "adam", "adamw"]
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=MAX_LR)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0, description="Adam epsilon (Keras uses 1e-7)")
+    eps: float = Field(1e-8, gt=0, le=1, description="Adam epsilon (Keras uses 1e-7)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    bias_lr_mult: float = Field(1.0, gt=0, description="Caffe lr_mult for biases (LeNet: 2)")
+    bias_lr_mult: float = Field(
+        1.0, gt=0, le=100, description="Caffe lr_mult for biases (LeNet: 2)"
+    )
 
     @field_validator("betas")
     @classmethod
@@ -158,18 +236,28 @@ class ScheduleSection(Section):
 
     policy: Policy = "fixed"
     gamma: float | None = Field(None, description="Caffe gamma (sigmoid: negative decays)")
-    power: float | None = None
-    stepsize: int | None = Field(None, gt=0)
-    stepvalues: list[int] = Field(default_factory=list)
+    power: float | None = Field(None, ge=0, description="inv, poly: the exponent")
+    stepsize: int | None = Field(None, gt=0, le=MAX_ITERS)
+    stepvalues: list[int] = Field(default_factory=list, max_length=MAX_STEPVALUES)
     factor: float | None = Field(None, gt=0, le=1, description="MXNet FactorScheduler factor")
-    factor_step: int | None = Field(None, gt=0, description="MXNet FactorScheduler step")
-    stop_factor_lr: float = Field(1e-8, ge=0, description="MXNet: factor never goes below this")
-    min_lr: float = Field(0.0, ge=0, description="cosine: the rate at the last iteration")
-    max_lr: float | None = Field(None, gt=0, description="onecycle peak; None = solver.lr")
+    factor_step: int | None = Field(
+        None, gt=0, le=MAX_ITERS, description="MXNet FactorScheduler step"
+    )
+    stop_factor_lr: float = Field(
+        1e-8, ge=0, le=MAX_LR, description="MXNet: factor never goes below this"
+    )
+    min_lr: float = Field(
+        0.0, ge=0, le=MAX_LR, description="cosine: the rate at the last iteration"
+    )
+    max_lr: float | None = Field(
+        None, gt=0, le=MAX_LR, description="onecycle peak; None = solver.lr"
+    )
     pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: fraction spent rising")
-    div_factor: float = Field(25.0, gt=0, description="onecycle: start = max_lr / div_factor")
-    final_div_factor: float = Field(1e4, gt=0, description="onecycle: end = start / this")
-    warmup_iters: int = Field(0, ge=0, description="linear warm-up that multiplies any policy")
+    div_factor: float = Field(25.0, ge=1, description="onecycle: start = max_lr / div_factor")
+    final_div_factor: float = Field(1e4, ge=1, description="onecycle: end = start / this")
+    warmup_iters: int = Field(
+        0, ge=0, le=MAX_ITERS, description="linear warm-up that multiplies any policy"
+    )
     warmup_start_factor: float = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -177,25 +265,33 @@ class ScheduleSection(Section):
         missing = [f for f in POLICY_NEEDS[self.policy] if getattr(self, f) in (None, [])]
         if missing:
             raise ValueError(f"policy {self.policy!r} needs {' and '.join(missing)}")
-        positive_gamma = self.policy in ("step", "multistep", "exp", "inv")
-        if positive_gamma and self.gamma is not None and self.gamma <= 0:
-            raise ValueError(f"policy {self.policy!r} needs gamma > 0")
+        # step, multistep and exp multiply by gamma again and again: above 1 they overflow
+        # (2.0 ** (10**9 // 1000) is no float), so they are the decays they are named for
+        decays = self.policy in ("step", "multistep", "exp")
+        if decays and self.gamma is not None and not 0 < self.gamma <= 1:
+            raise ValueError(f"policy {self.policy!r} needs gamma in (0, 1], not {self.gamma:g}")
+        if self.policy == "inv" and self.gamma is not None and self.gamma <= 0:
+            raise ValueError(f"policy 'inv' needs gamma > 0, not {self.gamma:g}")
         steps = self.stepvalues
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)) or any(s < 0 for s in steps):
-            raise ValueError("stepvalues must be increasing iteration numbers >= 0")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)) or any(
+            not 0 <= s <= MAX_ITERS for s in steps
+        ):
+            raise ValueError(f"stepvalues must be increasing iteration numbers in [0, {MAX_ITERS}]")
         return self
 
 
 class TrainSection(Section):
     """How long to train and when to validate, checkpoint and log (all in iterations)."""
 
-    iters: int | None = Field(None, gt=0)
-    epochs: float | None = Field(None, gt=0)
-    val_interval: int = Field(1000, gt=0, description="iterations between validations")
-    checkpoint_interval: int | None = Field(None, gt=0)
-    log_interval: int = Field(100, gt=0)
+    iters: int | None = Field(None, gt=0, le=MAX_ITERS)
+    epochs: float | None = Field(None, gt=0, le=MAX_ITERS)
+    val_interval: int = Field(
+        1000, gt=0, le=MAX_ITERS, description="iterations between validations"
+    )
+    checkpoint_interval: int | None = Field(None, gt=0, le=MAX_ITERS)
+    log_interval: int = Field(100, gt=0, le=MAX_ITERS)
     select_best: Literal["val_loss", "val_accuracy"] | None = None
-    early_stop_patience: int | None = Field(None, gt=0, description="in validations")
+    early_stop_patience: int | None = Field(None, gt=0, le=MAX_ITERS, description="in validations")
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainSection:
@@ -213,7 +309,7 @@ class Recipe(Section):
     description: str = ""
     cites: str = Field("", description="where the target figure comes from")
     target_accuracy: float | None = Field(None, gt=0, le=1, description="test accuracy, 0-1")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     model: ModelSection
     data: DataSection
     solver: SolverSection
@@ -228,6 +324,38 @@ class Recipe(Section):
             raise ValueError("train.select_best on data.val_split 'test' would select on test")
         if selecting and self.data.val_split is None and self.data.val_fraction is None:
             raise ValueError("train.select_best needs data.val_split or data.val_fraction")
+        return self
+
+    @model_validator(mode="after")
+    def _bounded_length(self) -> Recipe:
+        """Epochs become iterations only with the data's size: bound them here, with it."""
+        if self.train.epochs is not None:
+            per_epoch = math.ceil(self.data.max_train_images() / self.data.batch_size)
+            most = MAX_ITERS / per_epoch
+            if self.train.epochs > most:
+                raise ValueError(
+                    f"train.epochs {self.train.epochs:g} of {per_epoch} iterations is more than "
+                    f"{MAX_ITERS:,} iterations; allowed: 0 < epochs <= {most:.6g}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _classes_match_the_data(self) -> Recipe:
+        """The model's outputs must be the data's classes (11 with the 'not a digit' class);
+        checked here so a mismatch is not found after MNIST is loaded and the model built."""
+        from digitlab.models import MODELS
+
+        classes = 11 if self.data.negatives else 10
+        params = inspect.signature(MODELS[self.model.name].factory).parameters
+        if "num_classes" not in params:
+            return self
+        got = self.model.options.get("num_classes", params["num_classes"].default)
+        if got != classes:
+            why = "negatives add 'not a digit'" if classes == 11 else "the digits 0-9"
+            raise ValueError(
+                f"model.options.num_classes is {got} but the data has {classes} classes "
+                f"({why}); set model.options.num_classes = {classes}"
+            )
         return self
 
 
@@ -253,9 +381,9 @@ def find_recipe(name_or_path: str) -> Path:
     """The file for a recipe name or path; a user error if there is none."""
     if "/" in name_or_path or "\\" in name_or_path or name_or_path.endswith(".toml"):
         path = Path(name_or_path).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise DigitlabError(f"no recipe file {name_or_path}")
-        return path
+        return path  # a folder, a FIFO or a device is refused when read
     for d in recipe_dirs():
         if (d / f"{name_or_path}.toml").is_file():
             return d / f"{name_or_path}.toml"
@@ -271,9 +399,13 @@ def _parse_value(text: str) -> Any:
     if text.lower() in ("none", "null"):
         return None
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise DigitlabError(f"--set value {text[:40]!r}...: nested too deeply") from None
+    _check_depth({"v": value}, f"--set value {text[:40]!r}")
+    return value
 
 
 def apply_override(data: dict, override: str) -> dict:
@@ -349,6 +481,43 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def read_recipe_text(path: Path, source: str) -> str:
+    """The text of a recipe file: a regular file of at most 1 MiB (a FIFO or a device is
+    refused instead of waited on), in UTF-8."""
+    from digitlab.fileio import read_regular
+
+    data = read_regular(path, MAX_RECIPE_BYTES, "recipe")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DigitlabError(f"{source}: cannot read: not UTF-8 text ({exc.reason})") from None
+
+
+_KEY = re.compile(r"^[ \t]*(?:\[\[?([^\]\n]*)|([\w\-. \t\"']+)=)", re.MULTILINE)
+
+
+def _check_key_depth(text: str, source: str) -> None:
+    """Refuse a dotted key or table header deeper than MAX_DEPTH before parsing: tomllib
+    walks every dotted key from the root, so ``[a.a.a...]`` 100,000 deep takes 47 s."""
+    for match in _KEY.finditer(text):
+        key = match.group(1) if match.group(1) is not None else match.group(2)
+        if key.count(".") >= MAX_DEPTH:
+            raise DigitlabError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+
+
+def _check_depth(data: dict, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH (``[a.a.a...]`` headers build it without any
+    recursion in the parser); walked with a stack, so depth itself cannot overflow it."""
+    stack: list[tuple[object, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise DigitlabError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+        children = node.values() if isinstance(node, dict) else node
+        if isinstance(node, dict | list):
+            stack.extend((child, depth + 1) for child in children)
+
+
 def load_recipe(
     name_or_path: str, overrides: Sequence[str] = (), fields: Mapping[str, Any] | None = None
 ) -> Recipe:
@@ -359,17 +528,21 @@ def load_recipe(
     """
     path = find_recipe(name_or_path)
     source = _display(path)
+    text = read_recipe_text(path, source)
+    _check_key_depth(text, source)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DigitlabError(f"{source}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DigitlabError(f"{source}: cannot read: {exc}") from None
+    except RecursionError:  # [[[[... or {a={a=... thousands deep
+        raise DigitlabError(f"{source}: not valid TOML: nested too deeply") from None
+    _check_depth(data, source)
     data.setdefault("name", path.stem)
     for override in overrides:
         apply_override(data, override)
     for key, value in (fields or {}).items():
         set_field(data, key, value)
+    _check_depth(data, source)
     by_key = {o.partition("=")[0].strip(): o for o in overrides}
     by_key.update({k: f"{k}={v!r}" for k, v in (fields or {}).items()})
     try:

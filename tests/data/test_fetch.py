@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import socket
 import threading
@@ -39,6 +40,9 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
         if mode == "missing" or not file.is_file():
             self.send_error(404)
             return
+        if mode in ("drip", "drip-head", "huge", "endless"):
+            self._misbehave(mode, file)
+            return
         if mode == "flaky":  # every file's first request: 503, as an overloaded server says
             seen = self.server.requests.count(self.path)  # type: ignore[attr-defined]
             if seen == 1:
@@ -72,6 +76,35 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _misbehave(self, mode: str, file: Path) -> None:
+        """drip: the headers, then one byte a second; drip-head: the status line itself one
+        byte a second; huge: a Content-Length above the file's cap; endless: zeros with no
+        Content-Length until the client hangs up. Each ends after 60 s at most."""
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            + b"Content-Length: %d\r\n\r\n" % file.stat().st_size
+        )
+        drip = head if mode == "drip-head" else file.read_bytes()
+        if mode in ("drip", "huge"):
+            size = 100 << 20 if mode == "huge" else file.stat().st_size
+            self.wfile.write(head.replace(b"%d" % file.stat().st_size, b"%d" % size))
+        elif mode == "endless":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        ends = time.monotonic() + 60
+        try:
+            while time.monotonic() < ends:
+                if mode in ("drip", "drip-head"):
+                    self.wfile.write(drip[:1])
+                    drip = drip[1:]
+                    self.wfile.flush()
+                    time.sleep(1)
+                else:
+                    self.wfile.write(bytes(1 << 16))
+                    self.server.sent += 1 << 16  # type: ignore[attr-defined]
+        except OSError:  # the client gave up: what the test waits for
+            pass
+        self.close_connection = True
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -81,6 +114,7 @@ def server(mnist_mirror: str):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MirrorHandler)
     httpd.folder = mnist_mirror
     httpd.requests = []
+    httpd.sent = 0
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -92,6 +126,7 @@ def server(mnist_mirror: str):
 @pytest.fixture
 def url(server):
     server.requests.clear()
+    server.sent = 0
     return lambda mode: f"http://127.0.0.1:{server.server_address[1]}/{mode}/"
 
 
@@ -315,3 +350,171 @@ def test_cli_fetch_refuses_a_timeout_that_is_not_a_positive_number(tmp_path, cli
     err = r.stderr.decode().strip()
     assert r.returncode == 2 and len(err.splitlines()) == 1 and "--timeout" in err, err
     assert not (tmp_path / "c").exists()
+
+
+# ---------------------------------------------------------------------------- slow, huge, killed
+
+
+@pytest.mark.parametrize("mode", ["drip", "drip-head"])
+def test_a_mirror_dripping_a_byte_a_second_is_given_up_at_the_deadline(tmp_path, url, mode):
+    """Every read gets its byte within the 5 s timeout; only the per-file deadline ends it."""
+    start = time.monotonic()
+    with pytest.raises(DigitlabError) as err:
+        fetch_mnist(tmp_path, mirrors=[url(mode)], timeout=5, retries=2, deadline=2)
+    elapsed = time.monotonic() - start
+    message = str(err.value)
+    assert elapsed < 3.5, elapsed
+    assert "\n" not in message and "too slow: gave up after 2s" in message
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_slow_mirror_is_not_waited_on_again_for_the_other_files(tmp_path, url, server):
+    start = time.monotonic()
+    report = fetch_mnist(tmp_path, mirrors=[url("drip"), url("good")], timeout=5, deadline=1.5)
+    assert report.digests == _expected_digests()
+    assert set(report.sources.values()) == {url("good")}
+    assert [r for r in server.requests if r.startswith("/drip/")] == [
+        f"/drip/{MNIST_FILES[0].name}"
+    ]
+    assert time.monotonic() - start < 1.5 + 3
+
+
+def test_the_default_deadline_gives_each_file_its_size_at_50_kb_per_second():
+    from digitlab.data.sources import file_deadline
+
+    spec = MNIST_FILES[0]
+    assert file_deadline(spec, 30) == pytest.approx(30 + 9912422 / 50_000)
+    assert file_deadline(MNIST_FILES[3], 30) < 31
+
+
+@pytest.mark.parametrize("mode", ["huge", "endless"])
+def test_a_mirror_sending_more_than_the_cap_is_refused(tmp_path, url, server, mode):
+    """huge declares 100 MB and is refused before its body; endless declares nothing and is
+    refused once it passes the cap (canonical size + 50% + 64 KiB)."""
+    report = _fetch(tmp_path, url(mode), url("good"), retries=2)
+    assert report.digests == _expected_digests()
+    assert set(report.sources.values()) == {url("good")}
+    biggest = max(spec.max_size for spec in MNIST_FILES)
+    assert biggest < 16_000_000
+    assert server.sent < 4 * biggest + (8 << 20)  # not retried, not read past the cap
+    with pytest.raises(DigitlabError, match="refused: .*cap"):
+        _fetch(tmp_path / "again", url(mode))
+
+
+def test_a_local_mirror_file_larger_than_the_cap_is_refused(tmp_path, mnist_mirror):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for spec in MNIST_FILES:
+        shutil.copyfile(Path(mnist_mirror) / spec.name, mirror / spec.name)
+    big = MNIST_FILES[3]
+    with open(mirror / big.name, "ab") as fh:
+        fh.write(bytes(big.max_size))
+    with pytest.raises(DigitlabError, match=f"{big.name}.*refused: .* more than this file's cap"):
+        _fetch(tmp_path / "cache", str(mirror))
+
+
+def test_content_that_inflates_past_the_file_size_is_refused_without_inflating_it_all(tmp_path):
+    import gzip
+
+    from digitlab.data.sources import verify_file
+
+    spec = MNIST_FILES[3]
+    bomb = tmp_path / spec.name
+    bomb.write_bytes(gzip.compress(bytes(200 << 20)))  # 200 MB of zeros in 200 kB
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="decompresses to more than the 10008 bytes"):
+        verify_file(bomb, spec)
+    assert time.monotonic() - start < 0.5
+
+
+def _start_fetch_process(cache: Path, mirror: str):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from digitlab.data.sources import fetch_mnist; "
+        "fetch_mnist(sys.argv[1], mirrors=[sys.argv[2]], timeout=30, deadline=120)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(cache), mirror])
+    ends = time.monotonic() + 30
+    while not list(cache.glob(".*.part")):
+        assert proc.poll() is None and time.monotonic() < ends, "the fetch never started"
+        time.sleep(0.05)
+    return proc
+
+
+def test_partial_files_of_a_killed_fetch_are_removed_by_the_next(tmp_path, url):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    proc = _start_fetch_process(cache, url("drip"))
+    proc.kill()
+    proc.wait()
+    (cache / ".manifest.json.x8k2.part").write_text("{")  # killed while writing the manifest
+    (cache / "notes.part").write_text("mine")  # not ours: kept
+    left = sorted(p.name for p in cache.glob(".*.part"))
+    assert len(left) == 2 and left[0].startswith(".manifest.json.")
+    report = _fetch(cache, url("good"))
+    assert report.digests == _expected_digests()
+    assert not list(cache.glob(".*.part"))
+    assert (cache / "notes.part").read_text() == "mine"
+
+
+def test_a_running_fetch_keeps_its_partial_file_while_another_fetch_fills_the_cache(tmp_path, url):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    proc = _start_fetch_process(cache, url("drip"))
+    try:
+        live = set(cache.glob(".*.part"))
+        report = _fetch(cache, url("good"))
+        assert report.digests == _expected_digests()
+        assert live <= set(cache.glob(".*.part"))  # not pulled from under the other fetch
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _damage_in_place(path: Path) -> None:
+    """Flip one byte in the middle; keep the size and restore the time, as bit rot would."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_a_cached_file_damaged_in_place_is_detected_and_fetched_again(tmp_path, url):
+    _fetch(tmp_path, url("good"))
+    damaged = tmp_path / "t10k-images-idx3-ubyte.gz"
+    _damage_in_place(damaged)
+    report = _fetch(tmp_path, url("good"))
+    assert report.sources["t10k-images-idx3-ubyte.gz"] == url("good")
+    assert report.sources["train-images-idx3-ubyte.gz"] == "cache"
+    assert report.digests == _expected_digests()
+
+
+def test_a_damaged_cached_file_with_no_mirror_names_the_file_and_the_refetch_command(tmp_path, url):
+    _fetch(tmp_path, url("good"))
+    damaged = tmp_path / "train-labels-idx1-ubyte.gz"
+    _damage_in_place(damaged)
+    with pytest.raises(DigitlabError) as err:
+        _fetch(tmp_path, url("missing"))
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"damaged cached copy {damaged}" in message
+    assert "digitlab data fetch" in message and "HTTP 404" in message
+
+
+def test_cli_fetch_replaces_a_cached_file_damaged_in_place(tmp_path, cli, mnist_mirror):
+    cache = tmp_path / "c"
+    first = cli("data", "fetch", "--mirror", mnist_mirror, "--cache-dir", str(cache))
+    assert first.returncode == 0, first.stderr.decode()
+    _damage_in_place(cache / "train-images-idx3-ubyte.gz")
+    again = cli("data", "fetch", "--mirror", mnist_mirror, "--cache-dir", str(cache))
+    out = again.stdout.decode()
+    assert again.returncode == 0, again.stderr.decode()
+    assert f"train-images-idx3-ubyte.gz  from {mnist_mirror}  verified" in out
+    assert "t10k-images-idx3-ubyte.gz  cached  verified" in out
+    from digitlab.data.formats import read_idx
+
+    assert read_idx(cache / "train-images-idx3-ubyte.gz").shape == (60000, 28, 28)

@@ -7,8 +7,11 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from digitlab.recipes import ScheduleSection
+from digitlab.recipes import MAX_ITERS, MAX_LR, POLICY_NEEDS, ScheduleSection
 from digitlab.train.schedules import lr_at
 
 
@@ -110,3 +113,117 @@ def test_lr_is_a_pure_function_of_the_iteration():
     forward = [lr_at(s, 0.01, it, 1000) for it in range(1000)]
     backward = [lr_at(s, 0.01, it, 1000) for it in reversed(range(1000))]
     assert forward == backward[::-1]
+
+
+# ----------------------------------------------------------------------------- never overflow
+
+
+def _edges(lo: float, hi: float, **kw) -> st.SearchStrategy[float]:
+    """Floats in [lo, hi] with the bounds and the smallest/largest floats over-represented."""
+    edges = [x for x in (lo, hi, 5e-324, 1e-300, 1.0, 1e300, 1e308) if lo <= x <= hi]
+    if kw.get("exclude_min"):
+        edges = [x for x in edges if x > lo]
+    return st.one_of(st.floats(lo, hi, **kw), st.sampled_from(edges))
+
+
+def _accepted_gamma(policy: str) -> st.SearchStrategy[float]:
+    if policy in ("step", "multistep", "exp"):
+        return _edges(0.0, 1.0, exclude_min=True)
+    if policy == "inv":
+        return _edges(0.0, 1e308, exclude_min=True)
+    return st.one_of(_edges(-1e308, 1e308), st.sampled_from([-1e308, -1.0, -1e-300]))
+
+
+@st.composite
+def accepted_schedules(draw) -> dict:
+    """Every field a recipe reads, drawn over its whole accepted range, edges included."""
+    policy = draw(st.sampled_from(sorted(POLICY_NEEDS)))
+    steps = draw(st.lists(st.integers(0, MAX_ITERS), max_size=20, unique=True))
+    return {
+        "policy": policy,
+        "gamma": draw(_accepted_gamma(policy)),
+        "power": draw(_edges(0.0, 1e308)),
+        "stepsize": draw(st.one_of(st.integers(1, MAX_ITERS), st.sampled_from([1, MAX_ITERS]))),
+        "stepvalues": sorted(steps) or [0],
+        "factor": draw(_edges(0.0, 1.0, exclude_min=True)),
+        "factor_step": draw(st.integers(1, MAX_ITERS)),
+        "stop_factor_lr": draw(_edges(0.0, MAX_LR)),
+        "min_lr": draw(_edges(0.0, MAX_LR)),
+        "max_lr": draw(st.one_of(st.none(), _edges(0.0, MAX_LR, exclude_min=True))),
+        "pct_start": draw(st.floats(0.0, 1.0, exclude_min=True, exclude_max=True)),
+        "div_factor": draw(_edges(1.0, 1e308)),
+        "final_div_factor": draw(_edges(1.0, 1e308)),
+        "warmup_iters": draw(st.one_of(st.integers(0, MAX_ITERS), st.sampled_from([0, 1]))),
+        "warmup_start_factor": draw(_edges(0.0, 1.0)),
+    }
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kw=accepted_schedules(),
+    base=_edges(0.0, MAX_LR, exclude_min=True),
+    max_iter=st.one_of(st.integers(1, MAX_ITERS), st.sampled_from([1, 2, MAX_ITERS])),
+    its=st.lists(st.integers(0, MAX_ITERS), max_size=4),
+)
+def test_every_accepted_schedule_is_finite_and_non_negative_at_every_iteration(
+    kw, base, max_iter, its
+):
+    """Over the whole accepted range of every field, the rate is a finite number in [0, the
+    largest rate the recipe names] at the iterations where policies turn and at random ones:
+    overflow is refused at load (gamma > 1 for step/exp, negative powers, div_factor < 1) or
+    cannot happen (the sigmoid's stable form)."""
+    s = ScheduleSection.model_validate(kw)  # the strategy stays inside what a recipe accepts
+    ceiling = max(base, s.max_lr or 0.0, s.min_lr, s.stop_factor_lr) * (1 + 1e-9)
+    turns = {0, 1, max_iter - 1, max_iter, s.stepsize, s.warmup_iters, *s.stepvalues[:3]}
+    for it in sorted({min(t, MAX_ITERS) for t in turns | set(its)}):
+        lr = lr_at(s, base, it, max_iter)
+        assert math.isfinite(lr) and 0.0 <= lr <= ceiling, (kw, base, it, max_iter, lr)
+
+
+ANY_FLOAT = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, 1.0, -1.0, 1e-300, 5e-324, 1e308, -1e308, 2.0, 0.5]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(policy=st.sampled_from(sorted(POLICY_NEEDS)), gamma=ANY_FLOAT, power=ANY_FLOAT)
+def test_any_gamma_and_power_is_refused_at_load_or_gives_a_finite_rate(policy, gamma, power):
+    kw = {"policy": policy, "gamma": gamma, "power": power, "stepsize": 1000, "factor": 0.5}
+    kw |= {"factor_step": 10, "stepvalues": [10, 1000]}
+    try:
+        s = ScheduleSection.model_validate(kw)
+    except ValidationError:
+        return  # refused in one line at load: nothing to compute
+    for it in (0, 999, 1000, 10**6, MAX_ITERS - 1):
+        lr = lr_at(s, 1.0, it, MAX_ITERS)
+        assert math.isfinite(lr) and 0.0 <= lr <= 1.0, (kw, it, lr)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"policy": "sigmoid", "gamma": 1e300, "stepsize": 1},
+        {"policy": "sigmoid", "gamma": -1e300, "stepsize": MAX_ITERS},
+        {"policy": "sigmoid", "gamma": -1.0, "stepsize": 1},  # exp(999,999) in Caffe's form
+        {"policy": "inv", "gamma": 1e308, "power": 1e308},
+        {"policy": "inv", "gamma": 1e308, "power": 0.0},
+        {"policy": "poly", "power": 1e308},
+        {"policy": "poly", "power": 0.0},
+        {"policy": "exp", "gamma": 1.0},
+        {"policy": "step", "gamma": 5e-324, "stepsize": 1},
+        {"policy": "onecycle", "div_factor": 1.0, "final_div_factor": 1e308},
+    ],
+)
+def test_extreme_accepted_parameters_give_a_finite_rate(kw):
+    s = ScheduleSection(**kw)
+    for it in (0, 1, 10**6, MAX_ITERS - 1):
+        lr = lr_at(s, MAX_LR, it, MAX_ITERS)
+        assert math.isfinite(lr) and 0.0 <= lr <= MAX_LR
+
+
+def test_multistep_counts_thousands_of_stepvalues_without_a_loop_per_value():
+    s = ScheduleSection(policy="multistep", gamma=0.5, stepvalues=list(range(0, 10_000, 10)))
+    assert lr_at(s, 1.0, 0, 10_000) == 0.5
+    assert lr_at(s, 1.0, 25, 10_000) == 0.5**3
+    assert lr_at(s, 1.0, 9_999, 10_000) == 0.5**1000
