@@ -58,13 +58,18 @@ def read_regular(path: str | os.PathLike, max_bytes: int, what: str = "file") ->
         raise DigitlabError(f"{path}: no such {what}") from None
     except OSError as exc:
         raise DigitlabError(f"{path}: cannot read the {what} ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DigitlabError(f"{path}: not a regular file")
         if st.st_size > max_bytes:
             raise DigitlabError(f"{path}: {st.st_size:,} bytes, more than {max_bytes:,} allowed")
-        data = fh.read(max_bytes + 1)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise DigitlabError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise DigitlabError(f"{path}: more than {max_bytes:,} bytes")
     return data
