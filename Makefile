@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte.gz),)
 export DIGITLAB_MNIST_MIRROR ?= $(SHARED_MNIST)
 endif
 
-.PHONY: setup run test lint clean bundle
+.PHONY: setup run test test-fast test-slow lint clean bundle
 
 setup: $(STAMP)
 
@@ -35,10 +35,22 @@ run: setup
 	@echo "report: $(RUN_DIR)/report.html"
 	@echo "model:  $(RUN_DIR)/model.safetensors (+ model.json)"
 
+# The fast tier (under 2 minutes on 2 cores) runs first; tests marked slow (training runs, the
+# browser, number-reading sweeps) follow. The layer contracts are checked before either.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m slow
+
+test-fast: setup
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 lint: setup
+	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 

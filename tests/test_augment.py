@@ -324,7 +324,6 @@ def test_augmented_dataset_without_originals_augments_every_copy(mnist):
 
 
 def test_folder_export_writes_every_augmented_image(mnist, tmp_path):
-    pytest.importorskip("digitlab.data.export")
     from digitlab.augment import augment_to_folder
 
     small = mnist["train"].subset(slice(0, 30))
@@ -354,7 +353,6 @@ def test_preview_is_a_png_grid_of_originals_and_seven_versions(mnist):
 @pytest.fixture
 def recipe_file(tmp_path):
     """A small real recipe whose [augment] section turns every op on."""
-    pytest.importorskip("digitlab.recipes")
     from digitlab.models import MODELS
 
     path = tmp_path / "aug.toml"
@@ -390,7 +388,6 @@ def test_preview_cli_writes_a_png(cli, recipe_file, tmp_path):
 
 
 def test_preview_cli_with_unknown_recipe_is_one_line_error(cli, tmp_path):
-    pytest.importorskip("digitlab.recipes")
     r = cli("data", "augment-preview", "no-such-recipe", "--out", str(tmp_path / "g.png"))
     assert r.returncode == 2
     assert len(r.stderr.decode().strip().splitlines()) == 1

@@ -15,6 +15,8 @@ from digitlab.export import onnx_bytes, with_normalization
 from digitlab.models.artifact import BUNDLED_MODEL
 from digitlab.quantize import QuantConfig, quantize_onnx
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 FAST = ["torch-eager", "ort-fp32", "ort-int8"]
 
 

@@ -360,7 +360,9 @@ def test_a_fifo_a_folder_a_device_and_a_huge_file_are_refused_without_reading_th
     with pytest.raises(DigitlabError, match="zero.toml: not a regular file"):
         load_recipe(str(tmp_path / "zero.toml"))
     big = write(tmp_path, GOOD + "#" * (1 << 20), "big.toml")
-    with pytest.raises(DigitlabError, match="big.toml: 1,048,[0-9]+ bytes, more than 1,048,576 allowed"):
+    with pytest.raises(
+        DigitlabError, match="big.toml: 1,048,[0-9]+ bytes, more than 1,048,576 allowed"
+    ):
         load_recipe(big)
     latin = tmp_path / "latin.toml"
     latin.write_bytes(GOOD.encode() + b'description = "caf\xe9"\n')

@@ -16,6 +16,8 @@ from digitlab.data.formats import read_dataset
 from digitlab.data.show import pick_digits, save_grid
 from digitlab.errors import DigitlabError
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 
 def test_full_test_split_png_export_round_trips_bit_exactly(tmp_path, mnist):
     test = mnist["test"]

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 RECIPE = """
 seed = {seed}
 [model]

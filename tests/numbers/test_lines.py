@@ -22,6 +22,8 @@ from digitlab.numbers.lines import (
 from digitlab.predict import Predictor
 from digitlab.synth import uploads as synth
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 
 def _log_probs(rng: np.random.Generator, t: int) -> np.ndarray:
     z = rng.normal(0, 2, (t, BLANK + 1))

@@ -12,6 +12,8 @@ from digitlab.predict import Predictor
 from digitlab.preprocess import load_image
 from digitlab.synth import uploads as synth
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:

@@ -13,10 +13,13 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_ENV = "DIGITLAB_SCREENSHOTS"  # a folder (docs/) to keep the screenshots in
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="no /usr/bin/chromium (apt-get install chromium; .ci/run installs it)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="no /usr/bin/chromium (apt-get install chromium; .ci/run installs it)",
+    ),
+]
 
 # Strokes in canvas fractions (0..1 of width and height), as a person would draw them.
 ONE = [[(0.47, 0.15), (0.5, 0.5), (0.52, 0.85)]]

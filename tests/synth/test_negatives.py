@@ -10,6 +10,8 @@ from digitlab.synth.mixing import with_negatives
 from digitlab.synth.negatives import negative_images
 from digitlab.synth.pieces import NOT_A_DIGIT, _label, number_pieces
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 
 @pytest.fixture(scope="module")
 def train_digits(mnist) -> np.ndarray:

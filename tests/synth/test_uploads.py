@@ -11,6 +11,8 @@ from PIL import Image
 from digitlab.preprocess import load_image, prepare
 from digitlab.synth import uploads as synth
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 
 @pytest.fixture(scope="module")
 def digits(mnist) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,8 @@ from digitlab.train.distributed import LOST_PEER_EXIT, World, _failure, threads_
 from digitlab.train.loop import check_shards, train
 from digitlab.train.runlog import read_metrics
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 # mlp has neither BatchNorm nor dropout and the recipe no augmentation, so two workers must
 # reproduce one process up to float rounding; 63 images split 32 + 31, so the share weighting
 # is exercised too.

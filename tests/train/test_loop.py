@@ -18,6 +18,8 @@ from digitlab.recipes import load_recipe
 from digitlab.train.loop import train
 from digitlab.train.runlog import read_metrics
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 SMALL = """
 name = "small"
 seed = 3

@@ -18,6 +18,8 @@ from digitlab.sweep import SweepSpec, parse_grid, parse_range, run_sweep
 from digitlab.train.loop import train
 from digitlab.train.runlog import read_metrics
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 TINY = """
 name = "tiny"
 seed = 1

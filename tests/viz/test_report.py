@@ -12,6 +12,8 @@ import pytest
 from digitlab.errors import DigitlabError
 from digitlab.viz.report import SECTIONS, write_report
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 
 class _Page(HTMLParser):
     """Collects section ids, their headings, and every src/href of the page."""

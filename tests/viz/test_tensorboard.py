@@ -6,6 +6,8 @@ import pytest
 
 from digitlab.train.runlog import read_metrics
 
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+
 pytest.importorskip("tensorboard")
 
 
