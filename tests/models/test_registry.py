@@ -98,7 +98,10 @@ def test_overrides_reach_the_factory_and_bad_ones_are_user_errors():
 def test_list_models_filters_by_shell_pattern():
     names = [e.name for e in list_models("lenet*")]
     assert names == ["lenet-caffe", "lenet-tanh", "lenet-paddle", "lenet5"]
-    assert [e.name for e in list_models()] == list(MODELS)
+    zoo = [name for name, e in MODELS.items() if e.zoo]
+    assert [e.name for e in list_models()] == zoo
+    assert [e.name for e in list_models(zoo=False)] == list(MODELS)
+    assert "ensemble" in MODELS and "ensemble" not in zoo  # built from members, not a recipe
 
 
 def test_each_model_declares_its_tutorials_normalisation():
@@ -140,7 +143,7 @@ def test_models_cli_lists_every_model_with_its_parameter_count(cli):
     result = cli("models", "--json")
     assert result.returncode == 0, result.stderr.decode()
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert list(rows) == list(MODELS)
+    assert list(rows) == [name for name, e in MODELS.items() if e.zoo]
     for name, params in EXPECTED_PARAMS.items():
         assert rows[name]["params"] == params
     assert rows["lenet-caffe"]["normalization"] == {"shift": 128.0, "scale": 256.0}
