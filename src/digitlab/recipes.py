@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from digitlab.augment import AugmentConfig
 from digitlab.config import Section
 from digitlab.errors import DigitlabError
+from digitlab.fileio import read_regular
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes_data"
@@ -346,11 +347,12 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override and validate a recipe; a mistake is a DigitlabError naming file and field."""
     path = find_recipe(name_or_path)
     source = _display(path)
+    blob = read_regular(path, 1 << 20, what="recipe")  # a regular file of at most 1 MiB
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(blob.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise DigitlabError(f"{source}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise DigitlabError(f"{source}: cannot read: {exc}") from None
     data.setdefault("name", path.stem)
     for override in overrides:
