@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import runtimes
+from digitlab.artifact import BUNDLED_MODEL
 from digitlab.bench import (
     BACKEND_COLUMNS,
     BACKENDS,
@@ -47,7 +48,6 @@ from digitlab.bench import (
 )
 from digitlab.export import onnx_bytes, with_normalization
 from digitlab.models import list_models
-from digitlab.models.artifact import BUNDLED_MODEL
 from digitlab.quantize import QuantConfig, quantize_onnx
 from digitlab.summary import summarize, totals
 

@@ -310,7 +310,7 @@ def main() -> None:
 
 
 def model_name(model: str | None) -> str:
-    from digitlab.models.artifact import find_model, read_meta
+    from digitlab.artifact import find_model, read_meta
 
     meta = read_meta(find_model(model))
     accuracy = meta.metrics.get("test_accuracy")

@@ -73,7 +73,7 @@ def test_read_number_gives_typed_digits_with_boxes(mnist, tmp_path):
 
 
 def test_api_errors_are_digitlab_errors(tmp_path):
-    with pytest.raises(DigitlabError, match="no such image"):
+    with pytest.raises(DigitlabError, match="missing.png: cannot read the image .No such file"):
         digitlab.read(tmp_path / "missing.png")
     with pytest.raises(DigitlabError, match="uint8"):
         digitlab.read(np.zeros((28, 28), np.float32))

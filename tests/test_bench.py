@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from digitlab import runtimes
+from digitlab.artifact import BUNDLED_MODEL
 from digitlab.bench import bench, load_bench_model, mnist_test_accuracy
 from digitlab.errors import DigitlabError
 from digitlab.export import onnx_bytes, with_normalization
-from digitlab.models.artifact import BUNDLED_MODEL
 from digitlab.quantize import QuantConfig, quantize_onnx
 
 pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers

@@ -6,13 +6,18 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitlab.models.artifact import BUNDLED_MODEL
+from digitlab.artifact import BUNDLED_MODEL
 from digitlab.predict import Predictor
+from digitlab.preprocess import MAX_IMAGE_BYTES
 from digitlab.synth import uploads as synth
 
 pytestmark = pytest.mark.skipif(
@@ -216,14 +221,24 @@ def test_bad_files_give_one_error_entry_and_exit_2(tmp_path, cli, make):
     assert "Traceback" not in r.stderr.decode()
 
 
-def test_unreadable_list_file_and_no_images_are_one_error_line(tmp_path, cli):
+def test_an_undecodable_list_file_is_one_error_entry_and_empty_inputs_one_error_line(
+    tmp_path, cli, mnist
+):
     garbage = tmp_path / "list.txt"
     garbage.write_bytes(bytes(range(128, 256)) * 3)  # not UTF-8
+    good = tmp_path / "good.png"
+    good.write_bytes(paper_png(mnist["test"].images[0]))
+    r = cli("predict", "--json", str(garbage), str(good), timeout=60)
+    out = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr.decode()
+    assert out[0] == {"path": str(garbage), "error": out[0]["error"]}
+    assert "cannot read the list file: not UTF-8" in out[0]["error"]
+    assert out[1]["path"] == str(good) and out[1]["digit"] == mnist["test"].labels[0]
     empty = tmp_path / "empty"
     empty.mkdir()
     (tmp_path / "none.lst").write_text("")
     for args, message in [
-        ((str(garbage),), "list.txt: cannot read the list file"),
+        ((str(garbage),), "list.txt: error: cannot read the list file"),
         ((str(empty),), "no images found in"),
         ((str(tmp_path / "none.lst"), str(empty)), "no images found in"),
     ]:
@@ -276,3 +291,133 @@ def test_a_smooth_oval_drawn_on_the_pad_is_a_zero_and_a_circle_is_not(
     img.save(data, format="PNG")
     r = predictor.predict_image(data.getvalue())
     assert r["digit"] == digit, r["confidence"]
+
+
+# ----------------------------------------- reliability: nothing hangs, one bad input, one entry
+
+
+def test_fifos_devices_and_oversize_files_are_per_file_errors_not_hangs(tmp_path, cli, mnist):
+    """A FIFO given directly, found in a folder or named in a list file, /dev/zero, an
+    oversize (sparse) file and a FIFO posing as a list file: each is one error entry, the
+    good images around them are answered, and the whole run ends (timeout: a hang fails)."""
+    good = tmp_path / "good.png"
+    good.write_bytes(paper_png(mnist["test"].images[0]))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(paper_png(mnist["test"].images[1]))
+    os.mkfifo(folder / "b.png")
+    os.mkfifo(tmp_path / "direct.png")
+    os.mkfifo(tmp_path / "names.txt")
+    with open(tmp_path / "huge.png", "wb") as fh:
+        fh.truncate(MAX_IMAGE_BYTES + 1)
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{folder / 'b.png'}\n/dev/zero\n{good}\n")
+    args = [good, tmp_path / "direct.png", "/dev/zero", folder, tmp_path / "huge.png",
+            tmp_path / "names.txt", listed]  # fmt: skip
+    start = time.monotonic()
+    r = cli("predict", "--json", *map(str, args), timeout=60)
+    assert time.monotonic() - start < 30
+    assert r.returncode == 2 and "Traceback" not in r.stderr.decode()
+    out = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    fifo, device = "is a FIFO (named pipe), not a regular image file", "is a character device"
+    expected = [
+        (str(good), 7), (str(tmp_path / "direct.png"), fifo), ("/dev/zero", device),
+        (str(folder / "a.png"), 2), (str(folder / "b.png"), fifo),
+        (str(tmp_path / "huge.png"), f"at most {MAX_IMAGE_BYTES:,} are read"),
+        (str(tmp_path / "names.txt"), fifo),
+        (str(folder / "b.png"), fifo), ("/dev/zero", device), (str(good), 7),
+    ]  # fmt: skip
+    assert [o["path"] for o in out] == [path for path, _ in expected]
+    for o, (_, want) in zip(out, expected, strict=True):
+        if isinstance(want, int):
+            assert o["digit"] == want, o
+        else:
+            assert set(o) == {"path", "error"} and want in o["error"], o
+
+
+def test_stdin_of_dev_zero_is_read_only_up_to_the_byte_limit():
+    with open("/dev/zero", "rb") as zero:
+        r = subprocess.run(
+            [sys.executable, "-m", "digitlab", "predict", "--json", "-"],
+            stdin=zero,
+            capture_output=True,
+            timeout=60,
+            env=os.environ.copy(),
+        )
+    assert r.returncode == 2 and "Traceback" not in r.stderr.decode()
+    assert json.loads(r.stdout) == {
+        "path": "-",
+        "error": f"the image is over {MAX_IMAGE_BYTES:,} bytes, the most that is read",
+    }
+
+
+def test_no_preprocess_reads_every_image_mode_and_one_bad_file_is_one_entry(tmp_path, cli, mnist):
+    """--no-preprocess converts to L itself: a LAB TIFF (which Pillow cannot convert to L),
+    CMYK, YCbCr, 16-bit, float and 1-bit files of one MNIST digit all read as that digit."""
+    digit, label = mnist["test"].images[0], int(mnist["test"].labels[0])
+    gray = Image.fromarray(digit)
+    images = {
+        "lab.tif": gray.convert("RGB").convert("LAB"),
+        "cmyk.tif": gray.convert("CMYK"),
+        "ycbcr.tif": gray.convert("RGB").convert("YCbCr"),
+        "deep.png": Image.fromarray(digit.astype(np.uint16) * 257),
+        "float.tif": Image.fromarray(digit.astype(np.float32) / 255, "F"),
+        "plain.png": gray,
+    }
+    paths = []
+    for name, img in images.items():
+        img.save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    paths.insert(2, str(tmp_path / "bad.png"))
+    r = cli("predict", "--json", "--no-preprocess", *paths, timeout=60)
+    out = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr.decode()
+    assert [o["path"] for o in out] == paths
+    assert set(out[2]) == {"path", "error"}
+    assert [o["digit"] for i, o in enumerate(out) if i != 2] == [label] * len(images)
+
+
+def test_an_input_that_trips_a_bug_is_its_own_error_entry(predictor, tmp_path, mnist, monkeypatch):
+    """Whatever goes wrong with one input, the others are still answered."""
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(paper_png(mnist["test"].images[i]))
+    cursed = files[1].read_bytes()
+    real = Predictor._model_input
+
+    def model_input(self, data, preprocess):
+        if data == cursed:
+            raise RuntimeError("boom\nsecond line")
+        return real(self, data, preprocess)
+
+    monkeypatch.setattr(Predictor, "_model_input", model_input)
+    out = list(predictor.predict_paths([str(f) for f in files]))
+    assert out[1] == {
+        "path": str(files[1]),
+        "error": "internal error (RuntimeError: boom second line); please report it",
+    }
+    assert [out[0]["digit"], out[2]["digit"]] == [mnist["test"].labels[0], mnist["test"].labels[2]]
+
+
+def test_number_boxes_stay_inside_the_image(predictor, mnist):
+    """Digits touching the right and bottom edges of a 1543x401 image (work scale: 1/3)."""
+    images, labels = mnist["test"].images, mnist["test"].labels
+    width, height = 1543, 401
+    page = np.full((height, width), 255, np.uint8)
+    x = width
+    for i in (2, 1, 0):
+        ink = Image.fromarray(255 - images[i]).crop(Image.fromarray(images[i]).getbbox())
+        ink = np.asarray(ink.resize((ink.width * height // ink.height, height)))
+        page[:, x - ink.shape[1] : x] = np.minimum(page[:, x - ink.shape[1] : x], ink)
+        x -= ink.shape[1] + 20
+    buf = io.BytesIO()
+    Image.fromarray(page).save(buf, "PNG")
+    r = predictor.predict_image(buf.getvalue(), number=True)
+    assert r["number"] == "".join(str(labels[i]) for i in range(3))
+    for d in r["digits"]:
+        x, y, w, h = d["box"]
+        assert min(x, y) >= 0 and min(w, h) >= 1
+        assert x + w <= width and y + h <= height, d["box"]
+    assert max(d["box"][1] + d["box"][3] for d in r["digits"]) == height  # ink to the edge

@@ -91,7 +91,7 @@ def _as_bytes(image: Any) -> bytes:
     if isinstance(image, str | os.PathLike):
         from digitlab.fileio import read_regular
 
-        return read_regular(image, 64 * 2**20, "image")
+        return read_regular(image, 64 * 2**20, what="image")
     import numpy as np
     from PIL import Image
 
@@ -155,8 +155,8 @@ def train(
 
 def evaluate(model: ModelRef = None, split: str = "test") -> Evaluation:
     """Score a trained model (run or model folder; the bundled one by default) on a split."""
+    from digitlab.artifact import find_model
     from digitlab.evaluate import evaluate_artifact
-    from digitlab.models.artifact import find_model
 
     folder = find_model(model)
     r = evaluate_artifact(str(folder), split)

@@ -81,8 +81,8 @@ class BackendResult:
 
 def load_bench_model(spec: str) -> BenchModel:
     """A zoo name (fresh random weights) or a run/model folder (its trained weights)."""
+    from digitlab.artifact import load_artifact
     from digitlab.models import MODELS, create_model, get_entry
-    from digitlab.models.artifact import load_artifact
 
     if spec in MODELS:
         entry = get_entry(spec)

@@ -68,10 +68,10 @@ def calibrate_artifact(
     """
     import torch
 
+    from digitlab.artifact import load_artifact, resolve_artifact, update_meta
     from digitlab.data.dataset import load_split
     from digitlab.errors import DigitlabError
     from digitlab.evaluate import batched_logits
-    from digitlab.models.artifact import load_artifact, resolve_artifact, update_meta
     from digitlab.models.registry import Normalization
     from digitlab.synth.mixing import with_negatives
     from digitlab.synth.uploads import prepared_uploads

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from digitlab.artifact import META, ModelMeta, parse_meta
 from digitlab.errors import DigitlabError
-from digitlab.models.artifact import META, ModelMeta, parse_meta
 from digitlab.models.ensemble import ARCHITECTURE, IDENTITY, TTA_SHIFTS, Ensemble
 
 
@@ -34,8 +34,8 @@ def make_ensemble(
     models: list[str | os.PathLike], out: str | os.PathLike, tta: bool = False
 ) -> Path:
     """Combine trained models (run or model folders) into one ensemble artifact at ``out``."""
+    from digitlab.artifact import load_artifact, save_artifact
     from digitlab.models import create_model
-    from digitlab.models.artifact import load_artifact, save_artifact
 
     if not models:
         raise DigitlabError("give at least one model to put in the ensemble")

@@ -99,8 +99,8 @@ def evaluate_artifact(
     path: str, split: str = "test", batch_size: int = 1000, per_batch: bool = False
 ) -> dict[str, Any]:
     """Load a saved model (run folder or model folder) and evaluate it on a named split."""
+    from digitlab.artifact import load_artifact
     from digitlab.data.dataset import load_split
-    from digitlab.models.artifact import load_artifact
     from digitlab.models.registry import Normalization
 
     model, meta = load_artifact(path)

@@ -49,9 +49,9 @@ def export_checked(
 ) -> ExportResult:
     """Export, then compare ONNX Runtime's logits with torch's on ``check_count`` MNIST test
     digits; a DigitlabError (and no file) when they differ by more than ``tolerance``."""
+    from digitlab.artifact import resolve_artifact
     from digitlab.data.dataset import load_split
     from digitlab.fileio import write_bytes_atomic
-    from digitlab.models.artifact import resolve_artifact
 
     start = time.perf_counter()
     folder = resolve_artifact(model_folder)
@@ -71,7 +71,7 @@ def export_checked(
 
 def _normalised_torch_model(folder: Path):
     """The artifact's model with its normalisation in front: uint8 (N,28,28) -> logits."""
-    from digitlab.models.artifact import load_artifact
+    from digitlab.artifact import load_artifact
     from digitlab.models.registry import Normalization
 
     model, meta = load_artifact(folder)

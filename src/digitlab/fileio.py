@@ -1,13 +1,17 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of one."""
+"""Files in and out: atomic writes (a reader sees the old file or the whole new one, never
+half of one) and bounded reads (only a regular file, only up to a size, never a hang)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
+
+from digitlab.errors import DigitlabError
 
 
 @contextlib.contextmanager
@@ -45,31 +49,77 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
-def read_regular(path: str | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``; anything else (a FIFO, a device
-    such as /dev/zero, a folder, a larger file) is one DigitlabError, never a hang."""
-    import stat
+# ------------------------------------------------------------------------------ bounded reads
 
-    from digitlab.errors import DigitlabError
 
+class UnreadableFile(DigitlabError):
+    """A file :func:`read_regular` refused; ``reason`` is the message without the path."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int, *, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; anything else is a user error.
+
+    A FIFO would block ``open`` and ``read`` forever and ``/dev/zero`` never ends, so the file
+    is opened non-blocking and checked on the opened descriptor (no race with a rename), then
+    read to at most ``max_bytes`` + 1 bytes (``/proc`` files and growing files report a size
+    that is not what a read returns). ``what`` names the file in messages ("image", "recipe").
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise DigitlabError(f"{path}: no such {what}") from None
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise DigitlabError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+        raise UnreadableFile(path, f"cannot read the {what} ({exc.strerror})") from None
+    except ValueError:  # a NUL byte in the path, e.g. from a list file
+        raise UnreadableFile(path, f"not a valid {what} path (NUL byte)") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DigitlabError(f"{path}: not a regular file")
-        if st.st_size > max_bytes:
-            raise DigitlabError(f"{path}: {st.st_size:,} bytes, more than {max_bytes:,} allowed")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(max_bytes + 1)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile(path, f"is {_kind(info.st_mode)}, not a regular {what} file")
+        if info.st_size > max_bytes:
+            raise UnreadableFile(path, _too_big(what, max_bytes, info.st_size))
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:
+            raise UnreadableFile(path, _too_big(what, max_bytes))
+        return b"".join(chunks)
     except OSError as exc:
-        raise DigitlabError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+        raise UnreadableFile(path, f"cannot read the {what} ({exc.strerror})") from None
     finally:
         os.close(fd)
+
+
+def read_bounded(stream: BinaryIO, max_bytes: int, *, name: str, what: str = "file") -> bytes:
+    """At most ``max_bytes`` from an open stream (stdin, an upload); more is a user error."""
+    data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise DigitlabError(f"{path}: more than {max_bytes:,} bytes")
+        raise UnreadableFile(name, _too_big(what, max_bytes))
     return data
+
+
+def _too_big(what: str, max_bytes: int, size: int | None = None) -> str:
+    if size is None:  # only a read found out: the exact size is unknown
+        return f"the {what} is over {max_bytes:,} bytes, the most that is read"
+    return f"the {what} is {size:,} bytes; at most {max_bytes:,} are read"
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"

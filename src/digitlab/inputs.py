@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from digitlab.preprocess import Prepared, load_image, prepare
+from digitlab.preprocess import MAX_PIXELS, Prepared, load_image, prepare
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -19,11 +19,12 @@ DIGIT_SIDE = 512  # a single digit is decoded at most this large: finer detail i
 LINE_SIDE = 1024  # a number is wide: twice the room
 
 
-def digit_input(data: bytes) -> Prepared:
-    """A single digit's upload in MNIST form (DigitlabError when it cannot be decoded)."""
-    return prepare(load_image(data, max_side=DIGIT_SIDE))
+def digit_input(data: bytes, max_pixels: int = MAX_PIXELS) -> Prepared:
+    """A single digit's upload in MNIST form (DigitlabError when it cannot be decoded,
+    ImageTooLarge over ``max_pixels``)."""
+    return prepare(load_image(data, max_pixels=max_pixels, max_side=DIGIT_SIDE))
 
 
-def line_input(data: bytes) -> Image.Image:
+def line_input(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """A number's upload decoded for :func:`digitlab.numbers.read_number`."""
-    return load_image(data, max_side=LINE_SIDE)
+    return load_image(data, max_pixels=max_pixels, max_side=LINE_SIDE)

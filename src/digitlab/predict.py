@@ -35,33 +35,61 @@ PIECE_VIEWS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 # ----------------------------------------------------------------------------- inputs
 
 
+MAX_LIST_BYTES = 64 * 1024 * 1024  # a list file of a million entries is about 50 MB
+
+
+class Unreadable(str):
+    """An input that cannot even be listed (an undecodable list file, an unreadable folder):
+    the path, carrying the ``error`` its result entry reports in input order."""
+
+    error: str
+
+    def __new__(cls, path: str, error: str) -> Unreadable:
+        self = super().__new__(cls, path)
+        self.error = error
+        return self
+
+
 def expand_inputs(paths: Iterable[str]) -> list[str]:
     """Files as given; folders become their image files (sorted); list files their entries.
 
     ``-`` stands for one image on stdin. A path that does not exist is kept, so that it gets
-    its own error entry in input order.
+    its own error entry in input order; a folder or list file that cannot be read becomes one
+    :class:`Unreadable` entry. Nothing here opens a FIFO or a device: only regular files are
+    read, by :func:`digitlab.fileio.read_regular`.
     """
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        if p == "-":
-            out.append(p)
-        elif path.is_dir():
-            out.extend(
-                str(f) for f in sorted(path.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES
-            )
-        elif path.suffix in (".txt", ".lst") and path.is_file():
-            out.extend(str(f) for f in _list_file_entries(path))
-        else:
-            out.append(p)
+        try:
+            if p == "-":
+                out.append(p)
+            elif path.is_dir():
+                out.extend(str(f) for f in sorted(path.rglob("*")) if _is_image_name(f))
+            elif path.suffix in (".txt", ".lst") and path.is_file():
+                out.extend(str(f) for f in _list_file_entries(path))
+            else:
+                out.append(p)
+        except DigitlabError as exc:
+            out.append(Unreadable(p, getattr(exc, "reason", str(exc))))
+        except OSError as exc:
+            out.append(Unreadable(p, f"cannot list the folder ({exc.strerror})"))
     return out
 
 
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
 def _list_file_entries(path: Path) -> list[Path]:
+    from digitlab.fileio import read_regular
+
+    data = read_regular(path, MAX_LIST_BYTES, what="list file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DigitlabError(f"{path}: cannot read the list file ({exc})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"{exc.reason} at byte {exc.start}"
+        raise DigitlabError(f"cannot read the list file: not UTF-8 text ({where})") from None
     entries = []
     for line in text.splitlines():
         parts = line.strip().split("\t") if path.suffix == ".lst" else line.strip().split()
@@ -73,22 +101,24 @@ def _list_file_entries(path: Path) -> list[Path]:
 
 
 def read_input(path: str) -> bytes:
-    """The bytes of one input (``-`` is stdin); a DigitlabError says why it cannot be read."""
-    if path == "-":
-        import sys
+    """The bytes of one input (``-`` is stdin), a regular file of at most ``MAX_IMAGE_BYTES``;
+    a DigitlabError says why it cannot be read (the path is in the result entry already)."""
+    from digitlab.fileio import UnreadableFile, read_bounded, read_regular
+    from digitlab.preprocess import MAX_IMAGE_BYTES
 
-        return sys.stdin.buffer.read()
+    if isinstance(path, Unreadable):
+        raise DigitlabError(path.error)
     try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DigitlabError("no such file") from None
-    except IsADirectoryError:
-        raise DigitlabError("is a directory") from None
-    except OSError as exc:
-        raise DigitlabError(f"cannot read ({exc.strerror})") from None
+        if path == "-":
+            import sys
+
+            return read_bounded(sys.stdin.buffer, MAX_IMAGE_BYTES, name="-", what="image")
+        return read_regular(path, MAX_IMAGE_BYTES, what="image")
+    except UnreadableFile as exc:
+        raise DigitlabError(exc.reason) from None
 
 
-def mnist_like(data: bytes) -> np.ndarray:
+def mnist_like(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """An image that is already MNIST-style (light ink on dark, centred) as uint8 (28, 28).
 
     For exported MNIST digits, where re-centring would only blur the comparison with
@@ -96,9 +126,9 @@ def mnist_like(data: bytes) -> np.ndarray:
     """
     from PIL import Image
 
-    from digitlab.preprocess import load_image
+    from digitlab.preprocess import MAX_PIXELS, gray8, load_image
 
-    gray = load_image(data).convert("L")
+    gray = Image.fromarray(gray8(load_image(data, max_pixels=max_pixels or MAX_PIXELS)))
     if gray.size != (28, 28):
         gray = gray.resize((28, 28), Image.Resampling.LANCZOS)
     return np.asarray(gray, dtype=np.uint8)
@@ -169,10 +199,16 @@ class Predictor:
     """
 
     def __init__(
-        self, model: str | os.PathLike | None = None, backend: str = "torch", line: bool = True
+        self,
+        model: str | os.PathLike | None = None,
+        backend: str = "torch",
+        line: bool = True,
+        max_pixels: int | None = None,
     ) -> None:
-        from digitlab.models.artifact import find_model, read_meta
+        from digitlab.artifact import find_model, read_meta
+        from digitlab.preprocess import MAX_PIXELS
 
+        self.max_pixels = max_pixels or MAX_PIXELS  # larger images: ImageTooLarge, on any path
         self.folder = find_model(model)
         self.meta = read_meta(self.folder)
         self.backend = load_backend(self.folder, backend)
@@ -223,10 +259,20 @@ class Predictor:
 
     # -- images -----------------------------------------------------------------------------
 
+    def _model_input(self, data: bytes, preprocess: bool) -> tuple[np.ndarray, bool]:
+        """The 28x28 uint8 the model sees for one image, and whether it is blank."""
+        from digitlab.inputs import digit_input
+
+        if not preprocess:
+            return mnist_like(data, self.max_pixels), False
+        prep = digit_input(data, self.max_pixels)
+        return prep.image, prep.empty
+
     def predict_image(
         self, data: bytes, *, number: bool = False, explain: bool = False
     ) -> dict[str, Any]:
-        """One image (encoded bytes) to the contract; DigitlabError if it cannot be decoded.
+        """One image (encoded bytes) to the contract; DigitlabError if it cannot be decoded
+        (:class:`~digitlab.preprocess.ImageTooLarge` over ``max_pixels``).
 
         Single digit: ``{"digit", "confidence", "probabilities", "is_digit"}`` (+ ``input``,
         the base64 PNG of the 28x28 the model saw, with ``explain``).
@@ -235,8 +281,8 @@ class Predictor:
         from digitlab.inputs import digit_input, line_input
 
         if number:
-            return self._predict_number(line_input(data), explain)
-        p = digit_input(data)
+            return self._predict_number(line_input(data, self.max_pixels), explain)
+        p = digit_input(data, self.max_pixels)
         result = self.verdicts(p.image[None], np.array([p.empty]))[0]
         if explain:
             result["input"] = png_base64(p.image)
@@ -254,9 +300,13 @@ class Predictor:
         40 read as a number.)
         """
         from digitlab.numbers import read_number
+        from digitlab.preprocess import clip_box, input_size
 
         readings = read_number(img, self.piece_probabilities, self.line)
-        return number_result(readings, self.rejection.threshold, explain)
+        result = number_result(readings, self.rejection.threshold, explain)
+        for d in result["digits"]:
+            d["box"] = list(clip_box(tuple(d["box"]), input_size(img)))
+        return result
 
     def predict_paths(
         self,
@@ -269,9 +319,9 @@ class Predictor:
         """One result per input, in input order; unreadable inputs give ``{"path", "error"}``.
 
         Single digits are classified in batches; ``show_input`` saves each 28x28 the model saw;
-        ``preprocess=False`` takes images as MNIST-style already.
+        ``preprocess=False`` takes images as MNIST-style already. One input that fails, for
+        whatever reason, is that input's error entry: the others are still answered.
         """
-        from digitlab.inputs import digit_input
 
         batch = 256
         for start in range(0, len(paths), batch):
@@ -284,13 +334,9 @@ class Predictor:
                     if number:
                         results.append({"path": p, **self.predict_image(data, number=True)})
                         continue
-                    if preprocess:
-                        prep = digit_input(data)
-                        image, empty = prep.image, prep.empty
-                    else:
-                        image, empty = mnist_like(data), False
-                except DigitlabError as exc:
-                    results.append({"path": p, "error": str(exc)})
+                    image, empty = self._model_input(data, preprocess)
+                except Exception as exc:  # noqa: BLE001 - one input's failure is its own entry
+                    results.append({"path": p, "error": input_error(exc)})
                     continue
                 slots.append(len(results))
                 results.append({"path": p})
@@ -303,6 +349,15 @@ class Predictor:
                 for slot, v in zip(slots, verdicts, strict=True):
                     results[slot].update(v)
             yield from results
+
+
+def input_error(exc: Exception) -> str:
+    """The one-line error entry of an input: a user error's message, or, for a bug, its type
+    and text (``internal error``) so the other inputs are still answered."""
+    if isinstance(exc, DigitlabError):
+        return str(exc)
+    text = " ".join(str(exc).split())[:200]
+    return f"internal error ({type(exc).__name__}: {text}); please report it"
 
 
 def _save_input(folder: str, path: str, index: int, image28: np.ndarray) -> None:

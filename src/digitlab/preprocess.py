@@ -17,6 +17,7 @@ big picture is then re-read from the full-resolution crop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
@@ -29,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage as ndi
 
 from digitlab.errors import DigitlabError
+from digitlab.fileio import read_bounded, read_regular
 
 ImageSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
 
@@ -44,6 +46,13 @@ FAINT = 0.1  # the box is that of ink above this level: JPEG ringing is fainter
 SAMPLE = 16384  # statistics (medians, Otsu) are taken on about this many pixels
 LIGHT_PASSES = 4  # at most this many paper-level estimates, each excluding the last guess's ink
 SETTLED = 0.002  # ...stopping once the ink mask changes on less than this share of the pixels
+MAX_PIXELS = 50_000_000  # the default pixel limit of one image (a deployment may set its own)
+MAX_IMAGE_BYTES = 256 * 1024 * 1024  # an uncompressed 50-Mpx RGBA TIFF is 200 MB
+# what is decoded: not EPS (it runs Ghostscript, which can loop forever) nor Pillow's rarer
+# decoders; AVIF only where this Pillow has it
+FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "AVIF")
+READY_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "I", "F"}  # _planes reads them as is
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 @dataclass
@@ -74,20 +83,26 @@ class InkMap:
 
 
 def load_image(
-    source: ImageSource, *, max_pixels: int = 50_000_000, max_side: int | None = None
+    source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_side: int | None = None
 ) -> Image.Image:
-    """Decode the first frame of any Pillow image, upright, refusing decompression bombs.
+    """Decode the first frame of an image, upright, refusing decompression bombs.
 
+    A path is read only if it is a regular file of at most ``MAX_IMAGE_BYTES``
+    (:func:`digitlab.fileio.read_regular`); only the formats in ``FORMATS`` are decoded.
     ``max_side`` lets a JPEG be decoded at 1/2, 1/4 or 1/8 size when only that many pixels are
-    needed; the factor is kept in ``image.info["digitlab_scale"]`` so boxes map back.
+    needed; the factor is kept in ``image.info["digitlab_scale"]`` and the input's own size in
+    ``image.info["digitlab_size"]``, so boxes map back. The image comes back in a mode Pillow
+    converts to L and RGB (a LAB TIFF keeps its lightness); an oversize image raises
+    :class:`ImageTooLarge`.
     """
     data, name = _read_source(source)
     if not data:
         raise DigitlabError(f"{name}: the file is empty; give a PNG, JPEG, BMP, GIF, TIFF or WebP")
+    max_pixels = min(max_pixels, _pillow_bomb_limit())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns on odd but readable files (EXIF, palette)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=_decoders())
         except Image.DecompressionBombError as exc:
             raise _bomb(name, max_pixels) from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -110,34 +125,82 @@ def load_image(
             raise DigitlabError(
                 f"{name}: the {img.format or 'image'} file is damaged or truncated ({exc})"
             ) from exc
-        scale, fmt = width / img.size[0], img.format
+        scale, fmt, size = width / img.size[0], img.format, (width, height)
         with contextlib.suppress(Exception):  # a broken EXIF block only loses the orientation
+            if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # a quarter turn
+                size = (height, width)
             img = ImageOps.exif_transpose(img)
+        img = _convertible(img)
         img.format = fmt
     img.info["digitlab_scale"] = scale
+    img.info["digitlab_size"] = size
     return img
+
+
+class ImageTooLarge(DigitlabError):
+    """An image with more pixels than the limit (a decompression bomb or a huge scan)."""
 
 
 def _read_source(source: ImageSource) -> tuple[bytes, str]:
     if isinstance(source, bytes | bytearray | memoryview):
         return bytes(source), "image"
     if isinstance(source, str | os.PathLike):
-        try:
-            with open(source, "rb") as fh:
-                return fh.read(), str(source)
-        except OSError as exc:
-            raise DigitlabError(f"{source}: cannot read the file ({exc.strerror})") from exc
+        return read_regular(source, MAX_IMAGE_BYTES, what="image"), str(source)
     if hasattr(source, "read"):
-        return source.read(), str(getattr(source, "name", "image"))
+        name = str(getattr(source, "name", "image"))
+        return read_bounded(source, MAX_IMAGE_BYTES, name=name, what="image"), name
     raise DigitlabError(f"cannot read an image from a {type(source).__name__}")
 
 
-def _bomb(name: str, max_pixels: int, size: tuple[int, int] | None = None) -> DigitlabError:
+@functools.cache
+def _decoders() -> tuple[str, ...]:
+    Image.init()
+    return tuple(f for f in FORMATS if f in Image.OPEN)
+
+
+def _pillow_bomb_limit() -> float:
+    """Pillow refuses images over twice its MAX_IMAGE_PIXELS itself, whatever we allow."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return 2 * limit if limit else math.inf
+
+
+def _convertible(img: Image.Image) -> Image.Image:
+    """The image in a mode that converts to L and RGB; others (LAB, HSV, YCbCr, CMYK...) are
+    converted here, LAB to its lightness (Pillow cannot convert LAB to L)."""
+    if img.mode in READY_MODES or img.mode.startswith("I;16"):
+        return img
+    if img.mode == "LAB":
+        return img.getchannel("L")
+    try:
+        return img.convert("RGBA" if "A" in img.mode or "a" in img.mode else "RGB")
+    except ValueError as exc:
+        raise DigitlabError(f"image mode {img.mode} is not supported; save it as RGB") from exc
+
+
+def input_size(img: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(w, h) of the input in its own pixels, before any reduced decoding."""
+    if isinstance(img, Image.Image):
+        scale = float(img.info.get("digitlab_scale", 1.0))
+        fallback = (round(img.size[0] * scale), round(img.size[1] * scale))
+        return tuple(img.info.get("digitlab_size", fallback))
+    return img.shape[1], img.shape[0]
+
+
+def _bomb(name: str, max_pixels: float, size: tuple[int, int] | None = None) -> ImageTooLarge:
     declared = f" declares {size[0]}x{size[1]} pixels and" if size else ""
-    return DigitlabError(
-        f"{name}{declared} is larger than the {max_pixels:,}-pixel limit "
+    return ImageTooLarge(
+        f"{name}{declared} is larger than the {int(max_pixels):,}-pixel limit "
         "(a decompression bomb or a huge scan); resize it first"
     )
+
+
+def clip_box(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """An (x, y, w, h) box cut to an image of ``size`` (w, h), at least 1x1: boxes scaled up
+    from a reduced copy can reach a few pixels past the input's edge."""
+    x, y, w, h = box
+    x0, y0 = min(max(x, 0), size[0] - 1), min(max(y, 0), size[1] - 1)
+    x1, y1 = min(max(x + w, x0 + 1), size[0]), min(max(y + h, y0 + 1), size[1])
+    return x0, y0, x1 - x0, y1 - y0
 
 
 # ----------------------------------------------------------------------------- ink location
@@ -194,16 +257,44 @@ def _planes(img: Image.Image, reduce: int = 1) -> tuple[np.ndarray, np.ndarray |
         img = img.reduce((min(reduce, img.size[0]), min(reduce, img.size[1])))
     arr = np.asarray(img, dtype=np.float32)
     if img.mode in ("I", "F"):
-        peak = float(arr.max())
-        top = 1.0 if peak <= 1 else 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
-        low = min(0.0, float(arr.min()))
-        return ((arr - low) / max(top - low, 1e-6))[..., None], None
+        return _full_scale(arr, integer=img.mode == "I")[..., None], None
     arr = arr / 255.0
     if arr.ndim == 2:
         return arr[..., None], None
     if img.mode in ("LA", "RGBA"):
         return arr[..., :-1], arr[..., -1]
     return arr, None
+
+
+def gray8(img: Image.Image) -> np.ndarray:
+    """The grey levels of an image as uint8, deep and float data scaled as :func:`_planes`
+    scales them (Pillow's own conversion clips a 12-bit or a 0-1 float image)."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        arr = np.asarray(img.convert("I") if img.mode.startswith("I;16") else img, np.float32)
+        return np.rint(np.clip(_full_scale(arr, img.mode != "F"), 0, 1) * 255).astype(np.uint8)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def _full_scale(arr: np.ndarray, integer: bool) -> np.ndarray:
+    """Grey levels of a 16/32-bit or float image in [0, 1], scaled by the range they come from.
+
+    Integer data is scaled by the bit depth its largest value needs among 1, 8, 10, 12, 14
+    and 16 bits (a 10- or 12-bit scan in a 16-bit PNG would otherwise read as a blank 1/64 or
+    1/16 of full scale); float data by 1, 255 or 65535. A NaN or infinite pixel is one bad
+    pixel, not a reason to blank the image: infinities take the finite extremes, NaN the
+    finite median (most pixels are paper), and the range is that of the finite pixels.
+    """
+    finite = np.isfinite(arr)
+    if not finite.all():
+        good = arr[finite]
+        if good.size == 0:
+            return np.zeros(arr.shape, np.float32)
+        paper = float(np.median(good[:: max(1, good.size // SAMPLE)]))
+        arr = np.nan_to_num(arr, nan=paper, posinf=float(good.max()), neginf=float(good.min()))
+    peak, low = float(arr.max()), min(0.0, float(arr.min()))
+    depths = (1.0, 255.0, 1023.0, 4095.0, 16383.0, 65535.0) if integer else (1.0, 255.0, 65535.0)
+    top = next((d for d in depths if peak <= d), peak)
+    return (arr - low) / max(top - low, 1e-6)
 
 
 def _ink_from_planes(planes: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
@@ -391,6 +482,7 @@ def prepare(img: Image.Image | np.ndarray, *, thicken: bool = True) -> Prepared:
         max(1, round((x1 - x0) * scale)),
         max(1, round((y1 - y0) * scale)),
     )
+    box = clip_box(box, input_size(img))
     fraction = float(keep.sum()) * (scale / m.scale) ** 2 / (h * w)
     return Prepared(image, box, min(1.0, fraction), False, thickened)
 

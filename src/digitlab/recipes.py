@@ -30,6 +30,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from digitlab.augment import AugmentConfig
 from digitlab.config import Section
 from digitlab.errors import DigitlabError
+from digitlab.fileio import read_regular
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes_data"
@@ -484,9 +485,8 @@ def _display(path: Path) -> str:
 def read_recipe_text(path: Path, source: str) -> str:
     """The text of a recipe file: a regular file of at most 1 MiB (a FIFO or a device is
     refused instead of waited on), in UTF-8."""
-    from digitlab.fileio import read_regular
 
-    data = read_regular(path, MAX_RECIPE_BYTES, "recipe")
+    data = read_regular(path, MAX_RECIPE_BYTES, what="recipe")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

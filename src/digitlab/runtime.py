@@ -23,7 +23,7 @@ WEIGHTS_KEY = "digitlab.weights_sha256"
 
 
 def weights_sha256(folder: str | os.PathLike) -> str:
-    from digitlab.models.artifact import WEIGHTS
+    from digitlab.artifact import WEIGHTS
 
     return hashlib.sha256((Path(folder) / WEIGHTS).read_bytes()).hexdigest()
 
@@ -97,7 +97,7 @@ class TorchBackend:
     """The safetensors model in PyTorch, normalised as its model.json says."""
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu") -> None:
-        from digitlab.models.artifact import load_artifact
+        from digitlab.artifact import load_artifact
         from digitlab.models.registry import Normalization
 
         self.model, self.meta = load_artifact(folder, device)

@@ -97,7 +97,7 @@ def as_module(model: str | nn.Module) -> nn.Module:
     if model in MODELS:
         return create_model(model)
     if Path(model).exists():
-        from digitlab.models.artifact import load_artifact
+        from digitlab.artifact import load_artifact
 
         return load_artifact(model)[0]
     return create_model(model)  # raises the "unknown model; known models: ..." error

@@ -48,7 +48,7 @@ def members(tmp_path_factory, digitlab_home) -> list[Path]:
 
 
 def member_probabilities(run: Path, images: torch.Tensor) -> np.ndarray:
-    from digitlab.models.artifact import load_artifact
+    from digitlab.artifact import load_artifact
     from digitlab.models.registry import Normalization
 
     model, meta = load_artifact(run)
@@ -58,8 +58,8 @@ def member_probabilities(run: Path, images: torch.Tensor) -> np.ndarray:
 
 
 def test_the_vote_is_the_mean_of_the_members_probabilities(members, mnist, tmp_path):
+    from digitlab.artifact import load_artifact
     from digitlab.ensemble import make_ensemble
-    from digitlab.models.artifact import load_artifact
 
     folder = make_ensemble(members, tmp_path / "ens")
     ensemble, meta = load_artifact(folder)
@@ -103,8 +103,8 @@ def test_evaluate_and_predict_take_an_ensemble(members, mnist, tmp_path, cli):
 
 
 def test_shifted_views_move_the_ink_and_average_five_views(members, mnist, tmp_path):
+    from digitlab.artifact import load_artifact
     from digitlab.ensemble import make_ensemble
-    from digitlab.models.artifact import load_artifact
     from digitlab.models.ensemble import TTA_SHIFTS, shift
 
     x = torch.zeros(1, 1, 28, 28)

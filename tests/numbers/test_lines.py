@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from digitlab.models.artifact import BUNDLED_MODEL
+from digitlab.artifact import BUNDLED_MODEL
 from digitlab.numbers.lines import (
     BLANK,
     LINE_FILE,

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from digitlab.errors import DigitlabError
-from digitlab.preprocess import load_image, prepare, to_mnist
+from digitlab.preprocess import MAX_IMAGE_BYTES, clip_box, load_image, prepare, to_mnist
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +189,102 @@ def test_pixel_limit_is_per_call(upload, h):
     with pytest.raises(DigitlabError, match="5,000-pixel limit"):
         load_image(data, max_pixels=5000)
     assert load_image(data).size == (100, 120)
+
+
+# ------------------------------------------------- reliability: what a file is, what it holds
+
+
+def test_fifos_devices_folders_and_oversize_files_are_refused_without_reading(tmp_path):
+    """Only a regular file is read, and only up to the byte limit: a FIFO would block forever
+    and /dev/zero never ends (each call runs in a thread with a deadline, so a regression
+    fails here instead of hanging the suite)."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    sparse = tmp_path / "huge.png"
+    with open(sparse, "wb") as fh:
+        fh.truncate(MAX_IMAGE_BYTES + 1)  # sparse: nothing is written, nothing need be read
+    cases = {
+        fifo: "is a FIFO (named pipe), not a regular image file",
+        "/dev/zero": "is a character device, not a regular image file",
+        tmp_path: "is a directory, not a regular image file",
+        sparse: f"the image is {MAX_IMAGE_BYTES + 1:,} bytes; at most {MAX_IMAGE_BYTES:,} are read",
+    }
+    with ThreadPoolExecutor(len(cases)) as pool:
+        tries = {src: pool.submit(_error_of, load_image, src) for src in cases}
+        for src, says in cases.items():
+            assert tries[src].result(timeout=10) == f"{src}: {says}"
+
+
+def _error_of(fn, *args) -> str:
+    try:
+        fn(*args)
+    except DigitlabError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_a_stream_is_read_only_up_to_the_byte_limit():
+    with open("/dev/zero", "rb") as zero, ThreadPoolExecutor(1) as pool:
+        said = pool.submit(_error_of, load_image, zero).result(timeout=30)
+    assert said == f"/dev/zero: the image is over {MAX_IMAGE_BYTES:,} bytes, the most that is read"
+
+
+def test_only_the_listed_formats_are_decoded():
+    """EPS would run Ghostscript (which can loop forever on a crafted file); it and Pillow's
+    rarer decoders are refused as unreadable, whatever is installed."""
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{} loop\n"
+    tga = io.BytesIO()
+    Image.new("L", (10, 10), 255).save(tga, "TGA")
+    for data in (eps, tga.getvalue()):
+        with pytest.raises(DigitlabError, match="not an image Pillow can read"):
+            load_image(data)
+
+
+def test_a_lab_tiff_is_read_by_its_lightness_on_both_paths(upload, reference, h):
+    """Pillow cannot convert LAB to L: load_image hands back the L channel, so prepare and
+    the --no-preprocess path (convert("L")) both read it."""
+    lab = h.encode(Image.fromarray(upload).convert("RGB").convert("LAB"), "TIFF")
+    img = load_image(lab)
+    assert img.mode == "L" and img.format == "TIFF"
+    assert h.iou(to_mnist(img), reference) > 0.9
+    assert img.convert("L").size == (100, 120)
+
+
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.nan, np.inf, -np.inf]])
+def test_nan_and_inf_pixels_in_a_float_tiff_do_not_blank_the_digit(upload, reference, h, bad):
+    paper = upload.astype(np.float32) / 255
+    for i, value in enumerate(bad):
+        paper[5 + 40 * i, 7] = value  # on the paper, away from the ink
+    img = load_image(h.encode(Image.fromarray(paper, "F"), "TIFF"))
+    assert img.mode == "F"
+    got = to_mnist(img)
+    assert got.max() == 255 and h.iou(got, reference) > 0.9
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14, 16])
+def test_10_to_16_bit_data_in_a_16_bit_png_reads_like_8_bit(upload, reference, h, bits):
+    deep = np.rint(upload.astype(np.float64) / 255 * (2**bits - 1)).astype(np.uint16)
+    img = load_image(h.encode(Image.fromarray(deep), "PNG"))
+    assert img.mode.startswith("I")
+    got = to_mnist(img)
+    assert got.max() == 255 and h.iou(got, reference) > 0.9
+
+
+def test_the_ink_box_never_leaves_the_image(digit_of, h):
+    """A digit touching the right and bottom edges of an image whose size is no multiple of
+    the work-scale factor: the box scaled back must stop at the last pixel."""
+    for width, height in [(1543, 401), (1031, 777), (2049, 1031)]:
+        ink = h.enlarge(digit_of(7), height - 3)
+        canvas = h.place(ink, (height, width), (height - ink.shape[0], width - ink.shape[1]))
+        for fmt in ("PNG", "JPEG"):
+            img = load_image(h.encode(Image.fromarray(h.on_paper(canvas)), fmt), max_side=512)
+            x, y, w, hh = prepare(img).box
+            assert min(x, y) >= 0 and x + w <= width and y + hh <= height, (fmt, width)
+            assert x + w >= width - 4 and y + hh >= height - 4  # still reaches the edge
+
+
+def test_clip_box_keeps_a_box_inside_and_at_least_one_pixel():
+    assert clip_box((10, 20, 30, 40), (100, 100)) == (10, 20, 30, 40)
+    assert clip_box((90, 95, 30, 40), (100, 100)) == (90, 95, 10, 5)
+    assert clip_box((-5, -5, 10, 10), (100, 100)) == (0, 0, 5, 5)
+    assert clip_box((120, 120, 5, 5), (100, 100)) == (99, 99, 1, 1)

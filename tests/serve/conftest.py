@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.models.artifact import BUNDLED_MODEL
+from digitlab.artifact import BUNDLED_MODEL
 
 RECIPE = """
 name = "serve-test"

@@ -30,7 +30,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from digitlab.errors import DigitlabError
-from digitlab.serve.middleware import Guard, Metrics, RequestRejected, process_metrics
+from digitlab.predict import input_error
+from digitlab.preprocess import ImageTooLarge
+from digitlab.serve.middleware import Guard, Metrics, RequestRejected, log, process_metrics
 from digitlab.system import cpu_cores
 from digitlab.version import __version__
 
@@ -219,6 +221,7 @@ def _from_base64(text: str) -> bytes | str:
 def create_app(predictor: Any, settings: Settings | None = None) -> Guard:
     """The ASGI application for ``predictor`` (a :class:`~digitlab.predict.Predictor`)."""
     settings = settings or Settings()
+    predictor.max_pixels = settings.max_pixels  # the deployment's one limit, on every path
     metrics = process_metrics()
     app = _fastapi(
         title="digitlab",
@@ -238,7 +241,6 @@ def create_app(predictor: Any, settings: Settings | None = None) -> Guard:
     def predict_one(data: bytes | str, number: bool, explain: bool) -> dict[str, Any]:
         if isinstance(data, str):
             raise DigitlabError(data)
-        _check_pixels(data, settings.max_pixels)
         start = time.perf_counter()
         result = predictor.predict_image(data, number=number, explain=explain)
         mode = "number" if number else "digit"
@@ -251,8 +253,10 @@ def create_app(predictor: Any, settings: Settings | None = None) -> Guard:
         for i, data in enumerate(items):
             try:
                 results.append({"index": i, **predict_one(data, number, explain)})
-            except DigitlabError as exc:
-                results.append({"index": i, "error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - one image's failure is its own entry
+                if not isinstance(exc, DigitlabError):
+                    log.exception("image %d of a batch failed", i)
+                results.append({"index": i, "error": input_error(exc)})
         return results
 
     @app.post(
@@ -358,19 +362,6 @@ def _warm_up(predictor: Any) -> None:
     predictor.predict_image(buf.getvalue(), number=True)
 
 
-def _check_pixels(data: bytes, max_pixels: int) -> None:
-    """Refuse huge images from their header alone, before decoding a single pixel."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-    except Exception:  # undecodable: predict_image says why, in the project's words
-        return
-    if w * h > max_pixels:
-        raise RequestRejected(413, f"image is {w}x{h} pixels; at most {max_pixels:,} in all")
-
-
 def _add_error_handlers(app: FastAPI) -> None:
     """Every error is ``{"error": "..."}``; user mistakes are 4xx, never 500."""
 
@@ -395,6 +386,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DigitlabError)
     async def bad_image(request: Request, exc: DigitlabError) -> Response:
         return error(422, str(exc))
+
+    @app.exception_handler(ImageTooLarge)
+    async def too_many_pixels(request: Request, exc: ImageTooLarge) -> Response:
+        return error(413, str(exc))
 
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, exc: RequestRejected) -> Response:

@@ -3,7 +3,9 @@
 A plain ASGI middleware (no per-request task or thread of its own). It refuses a body larger
 than the limit before reading it when Content-Length says so (413), counts the bytes of any
 other body as they arrive (413), and gives a client that sends its body too slowly a 408 at
-the deadline: a slow client costs one idle connection, never a worker thread.
+the deadline: a slow client costs one idle connection, never a worker thread. A client that
+hangs up before its body is in is counted as 499 (nginx's "client closed request") and logged
+on its one access line: it is not a server error.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("digitlab.serve")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+CLIENT_CLOSED = 499  # the client went away before sending its whole request
 
 
 class RequestRejected(Exception):
@@ -126,9 +129,11 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        state = {"status": 500, "bytes": 0, "started": False, "recorded": False}
+        state = {"status": 500, "bytes": 0, "started": False, "recorded": False, "gone": False}
 
         async def send_and_note(message: Message) -> None:
+            if state["gone"]:  # nobody to answer; the app's error reply is not a 500 of ours
+                return
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["started"] = True
@@ -144,25 +149,29 @@ class Guard:
             declared = _content_length(scope)
             if declared is not None and declared > self.max_body:
                 raise RequestRejected(413, self._too_large())
-            await self.app(scope, self._limited(receive, start), send_and_note)
+            await self.app(scope, self._limited(receive, start, state), send_and_note)
         except RequestRejected as exc:
             if not state["started"]:
                 for message in json_error(exc.status, exc.message):
                     await send_and_note(message)
         except Exception:
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if not state["gone"]:
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if not state["started"]:
                 for message in json_error(500, "internal server error"):
                     await send_and_note(message)
         finally:
+            if state["gone"]:
+                state["status"] = CLIENT_CLOSED
             if not state["recorded"]:
                 self._record(scope, state, time.perf_counter() - start)
 
     def _too_large(self) -> str:
         return f"request body larger than {self.max_body:,} bytes"
 
-    def _limited(self, receive: Receive, start: float) -> Receive:
-        """``receive`` that enforces the body size and the deadline until the body is in."""
+    def _limited(self, receive: Receive, start: float, state: dict) -> Receive:
+        """``receive`` that enforces the body size and the deadline until the body is in, and
+        notes in ``state["gone"]`` a client that disconnects before that."""
         received = 0
         done = False
         deadline = start + self.body_timeout
@@ -184,6 +193,7 @@ class Guard:
                 done = not message.get("more_body", False)
             else:
                 done = True
+                state["gone"] = message["type"] == "http.disconnect"
             return message
 
         return limited_receive

@@ -186,9 +186,9 @@ def train_line(
 ) -> dict[str, Any]:
     """Train a line model and write ``folder/line.onnx`` and a ``line`` block in its
     model.json (what it trained on and its val sequence accuracy); returns the block."""
+    from digitlab.artifact import resolve_artifact, update_meta
     from digitlab.data.dataset import load_split
     from digitlab.fileio import write_bytes_atomic
-    from digitlab.models.artifact import resolve_artifact, update_meta
 
     folder = resolve_artifact(folder)
     started = time.perf_counter()

@@ -293,9 +293,9 @@ def _train(
     import torch
     import torch.nn.functional as F
 
+    from digitlab.artifact import ModelMeta, save_artifact
     from digitlab.evaluate import batched_logits
     from digitlab.models import create_model, get_entry
-    from digitlab.models.artifact import ModelMeta, save_artifact
     from digitlab.models.registry import Normalization
     from digitlab.train.schedules import lr_at
 

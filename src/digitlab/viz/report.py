@@ -137,7 +137,7 @@ def _read_recipe(run: Path) -> tuple[dict[str, Any], str]:
 
 
 def _read_model(run: Path) -> tuple[Any, Any]:
-    from digitlab.models.artifact import META, load_artifact
+    from digitlab.artifact import META, load_artifact
 
     if not (run / META).is_file():
         return None, None

@@ -34,7 +34,7 @@ NOT_A_DIGIT = "not-a-digit"
 WEIGHTS = "model.safetensors"
 META = "model.json"
 MAX_META_BYTES = 16 * 2**20  # an ensemble of many members is ~100 kB
-BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "model"
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "model"
 
 
 def _finite(v: float) -> float:
@@ -157,7 +157,7 @@ def find_model(model: str | os.PathLike | None) -> Path:
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
-    return read_regular(path, limit, "model file")
+    return read_regular(path, limit, what="model file")
 
 
 def read_meta(path: str | os.PathLike) -> ModelMeta:

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from digitlab.errors import DigitlabError
-from digitlab.models.artifact import (
+from digitlab.artifact import (
     BUNDLED_MODEL,
     META,
     WEIGHTS,
@@ -20,6 +19,7 @@ from digitlab.models.artifact import (
     read_meta,
     update_meta,
 )
+from digitlab.errors import DigitlabError
 
 
 @pytest.fixture
