@@ -10,7 +10,7 @@ import pytest
 from digitlab.errors import DigitlabError
 from digitlab.models import MODELS
 from digitlab.recipes import (
-    REPO_RECIPES,
+    PACKAGED_RECIPES,
     Recipe,
     apply_override,
     list_recipes,
@@ -54,7 +54,7 @@ def write(tmp_path: Path, text: str, name: str = "r.toml") -> str:
 def test_every_recipe_in_the_repo_loads_and_is_listed():
     names = list_recipes()
     assert set(TUTORIALS) | {"default"} <= set(names)
-    assert {p.stem for p in REPO_RECIPES.glob("*.toml")} == set(names)
+    assert {p.stem for p in PACKAGED_RECIPES.glob("*.toml")} == set(names)
     for name in names:
         recipe = load_recipe(name)
         assert recipe.name == name
@@ -259,9 +259,13 @@ STEP = ["schedule.policy=step", "schedule.stepsize=1"]
         ([f"schedule.stepvalues=[{','.join(map(str, range(2000)))}]"], "schedule.stepvalues", ""),
         (["schedule.stepvalues=[10, 100000000000]"], "schedule", "in [0, 1000000000]"),
         (["schedule.warmup_iters=10000000000"], "schedule.warmup_iters", "less than or equal"),
-        (["model.options.num_classes=-1"], "model.options.num_classes is -1", "set model"),
-        (["model.options.num_classes=11"], "model.options.num_classes is 11", "= 10"),
-        (["data.negatives=10"], "model.options.num_classes is 10", "num_classes = 11"),
+        (["model.options.num_classes=-1"], "model.options.num_classes is -1", "leave it out"),
+        (["model.options.num_classes=11"], "model.options.num_classes is 11", "has 10 classes"),
+        (
+            ["data.negatives=10", "model.options.num_classes=10"],
+            "model.options.num_classes is 10",
+            "has 11 classes",
+        ),
         (["model.options.dropout=1.5"], "model", "options.dropout of 'mnist-fast' must lie in"),
         (["model.options.dropout=-0.1"], "model", "dropout of 'mnist-fast' must lie in [0, 0.99]"),
         (["model.options.hidden=0"], "model", "options.hidden of 'mnist-fast' must lie in [1,"),
@@ -402,3 +406,18 @@ def test_cli_train_refuses_a_deeply_nested_recipe_in_one_line(tmp_path, cli):
     assert result.returncode == 2 and len(stderr.splitlines()) == 1, stderr
     assert "deep.toml: not valid TOML: nested too deeply" in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_class_count_and_one_epoch_follow_from_the_data(tmp_path):
+    """No recipe keeps a number that the data decides: num_classes and "epoch" intervals."""
+    bundled = load_recipe("bundled")
+    assert "num_classes" not in bundled.model.options
+    assert bundled.model_options()["num_classes"] == 11  # negatives add "not a digit"
+    assert load_recipe("default").model_options().get("num_classes", 10) == 10
+    assert bundled.train.val_interval == "epoch"
+    assert bundled.intervals(641) == (641, 3205)
+    other = load_recipe("bundled", ["data.batch_size=256"])
+    assert other.intervals(321)[0] == 321  # one epoch at the new batch size, nothing stale
+    for name in list_recipes():
+        text = (PACKAGED_RECIPES / f"{name}.toml").read_text()
+        assert "# one epoch" not in text and "num_classes" not in text, name

@@ -4,11 +4,9 @@ A recipe names a model, the data splits, the solver, the learning-rate policy, t
 training and the augmentation. Every field has exactly one home here; ``--set a.b=value``
 overrides any of them, and the resolved recipe is what a run stores beside its weights.
 
-Where recipes live: ``recipes/*.toml`` at the repository root is the one source of truth. A
-name (``caffe-lenet``) is looked up there (found from this file's location in the ``src/``
-checkout, which is also where an editable install points), then in ``digitlab/recipes_data/``
-inside the package, which a wheel build fills with a copy of ``recipes/``. Anything that looks
-like a path (contains a slash or ends in ``.toml``) is read as a file.
+Where recipes live: ``digitlab/recipes_data/*.toml`` inside the package (``recipes/`` at the
+repository root points there), so a wheel finds them by name as a checkout does. Anything
+that looks like a path (contains a slash or ends in ``.toml``) is read as a file.
 
 Every number has a range that a run can live with: a value that would overflow a schedule,
 allocate without bound or run for ever is refused here, in one line naming the field and the
@@ -23,7 +21,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -32,7 +30,6 @@ from digitlab.config import Section
 from digitlab.errors import DigitlabError
 from digitlab.fileio import read_regular
 
-REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes_data"
 
 # The bounds a run can live with. A billion updates is days of training; 2**32 seeds are
@@ -286,10 +283,10 @@ class TrainSection(Section):
 
     iters: int | None = Field(None, gt=0, le=MAX_ITERS)
     epochs: float | None = Field(None, gt=0, le=MAX_ITERS)
-    val_interval: int = Field(
-        1000, gt=0, le=MAX_ITERS, description="iterations between validations"
+    val_interval: Annotated[int, Field(gt=0, le=MAX_ITERS)] | Literal["epoch"] = Field(
+        1000, description='iterations between validations, or "epoch"'
     )
-    checkpoint_interval: int | None = Field(None, gt=0, le=MAX_ITERS)
+    checkpoint_interval: Annotated[int, Field(gt=0, le=MAX_ITERS)] | Literal["epoch"] | None = None
     log_interval: int = Field(100, gt=0, le=MAX_ITERS)
     select_best: Literal["val_loss", "val_accuracy"] | None = None
     early_stop_patience: int | None = Field(None, gt=0, le=MAX_ITERS, description="in validations")
@@ -342,22 +339,40 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _classes_match_the_data(self) -> Recipe:
-        """The model's outputs must be the data's classes (11 with the 'not a digit' class);
-        checked here so a mismatch is not found after MNIST is loaded and the model built."""
-        from digitlab.models import MODELS
-
-        classes = 11 if self.data.negatives else 10
-        params = inspect.signature(MODELS[self.model.name].factory).parameters
-        if "num_classes" not in params:
-            return self
-        got = self.model.options.get("num_classes", params["num_classes"].default)
-        if got != classes:
-            why = "negatives add 'not a digit'" if classes == 11 else "the digits 0-9"
+        """The model's outputs are the data's classes (11 with the 'not a digit' class): they
+        follow from the data, so a recipe need not say; one that does must agree. Checked
+        here so a mismatch is not found after MNIST is loaded and the model built."""
+        got = self.model.options.get("num_classes")
+        if got is not None and got != self.num_classes:
+            why = "negatives add 'not a digit'" if self.num_classes == 11 else "the digits 0-9"
             raise ValueError(
-                f"model.options.num_classes is {got} but the data has {classes} classes "
-                f"({why}); set model.options.num_classes = {classes}"
+                f"model.options.num_classes is {got} but the data has {self.num_classes} "
+                f"classes ({why}); leave it out, it follows from the data"
             )
         return self
+
+    @property
+    def num_classes(self) -> int:
+        return 11 if self.data.negatives else 10
+
+    def model_options(self) -> dict[str, Any]:
+        """The model factory's arguments: the recipe's options, with the class count derived
+        from the data for every model that takes one."""
+        from digitlab.models import MODELS
+
+        options = dict(self.model.options)
+        if "num_classes" in inspect.signature(MODELS[self.model.name].factory).parameters:
+            options["num_classes"] = self.num_classes
+        return options
+
+    def intervals(self, iters_per_epoch: int) -> tuple[int, int | None]:
+        """(validation, checkpoint) intervals in iterations; ``"epoch"`` is one epoch of the
+        training data at the recipe's batch size, whatever the batch size is."""
+
+        def resolve(v: int | str | None) -> int | None:
+            return max(1, iters_per_epoch) if v == "epoch" else v  # type: ignore[return-value]
+
+        return resolve(self.train.val_interval), resolve(self.train.checkpoint_interval)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -365,12 +380,7 @@ class Recipe(Section):
 
 def recipe_dirs() -> list[Path]:
     """Folders searched for a recipe by name, first match wins."""
-    dirs = []
-    if REPO_RECIPES.is_dir() and (REPO_RECIPES.parent / "pyproject.toml").is_file():
-        dirs.append(REPO_RECIPES)
-    if PACKAGED_RECIPES.is_dir():
-        dirs.append(PACKAGED_RECIPES)
-    return dirs
+    return [PACKAGED_RECIPES] if PACKAGED_RECIPES.is_dir() else []
 
 
 def list_recipes() -> list[str]:

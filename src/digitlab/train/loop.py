@@ -316,7 +316,7 @@ def _train(
         if recipe.model.normalization
         else entry.normalization
     )
-    model = create_model(recipe.model.name, **recipe.model.options).to(dev)
+    model = create_model(recipe.model.name, **recipe.model_options()).to(dev)
     classes = train_ds.num_classes
     with torch.no_grad():  # eval mode: the probe must not touch BN statistics or the RNG
         outputs = model.eval()(torch.zeros(1, 1, 28, 28, device=dev)).shape[-1]
@@ -434,8 +434,8 @@ def _train(
         )
 
     smoothing = float(recipe.solver.label_smoothing)
-    log_every, val_every = recipe.train.log_interval, recipe.train.val_interval
-    ckpt_every = recipe.train.checkpoint_interval
+    log_every = recipe.train.log_interval
+    val_every, ckpt_every = recipe.intervals(ipe)
     run_loss = torch.zeros((), device=dev)
     run_correct = torch.zeros((), device=dev, dtype=torch.long)
     # elapsed = wall seconds of this run (across resumes); busy = training seconds in the
@@ -554,7 +554,7 @@ def _train(
     if world.is_main:
         meta = ModelMeta(
             architecture=recipe.model.name,
-            model_kwargs=dict(recipe.model.options),
+            model_kwargs=recipe.model_options(),
             normalization=(norm.shift, norm.scale),
             classes=list(range(10)) + (["not-a-digit"] if classes == 11 else []),
             recipe=recipe.model_dump(mode="json"),
