@@ -259,7 +259,7 @@ class SilentLog:
 
     def truncate_after(self, iteration: int) -> None: ...
 
-    def text(self, message: str) -> None: ...
+    def text(self, message: str, echo: bool = True) -> None: ...
 
     def start(self, iteration: int) -> None: ...
 
@@ -279,7 +279,8 @@ def launch_workers(recipe: Recipe, run_dir: str, resume: bool, nproc: int, args:
     ``nproc`` local workers."""
     from pathlib import Path
 
-    from digitlab.train.loop import check_shards, refuse_existing_run, training_size
+    from digitlab.train.loop import check_shards, training_size
+    from digitlab.train.runfolder import refuse_existing_run
 
     refuse_existing_run(Path(run_dir), resume)
     check_shards(training_size(recipe), recipe.data.batch_size, nproc)

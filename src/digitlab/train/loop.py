@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from digitlab.errors import DigitlabError
 from digitlab.fileio import write_text_atomic
 from digitlab.train.checkpoint import (
+    ResumePoint,
     checkpoint_path,
-    latest_checkpoint,
+    find_resume_point,
     parse_checkpoint,
     prune_partial_files,
     save_checkpoint,
@@ -41,7 +42,13 @@ from digitlab.train.distributed import (
     world_from_env,
     wrap,
 )
-from digitlab.train.runlog import RunLog
+from digitlab.train.runfolder import (
+    RunLock,
+    check_same_model,
+    lock_run_folder,
+    refuse_existing_run,
+)
+from digitlab.train.runlog import RunLog, tested_at
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -171,11 +178,6 @@ class _Best:
         return self.patience is not None and self.stale >= self.patience
 
 
-def refuse_existing_run(run_dir: Path, resume: bool) -> None:
-    if not resume and (run_dir / "metrics.jsonl").exists():
-        raise DigitlabError(f"{run_dir} already holds a run; use --resume or another --out")
-
-
 def check_shards(n: int, batch_size: int, workers: int) -> None:
     """Every worker needs at least one image of every batch, the epoch's last one included."""
     if workers == 1:
@@ -189,40 +191,54 @@ def check_shards(n: int, batch_size: int, workers: int) -> None:
         )
 
 
-def _check_same_model(run_dir: Path, recipe: Recipe) -> None:
-    """Resuming with another model than the run's would fail deep in torch, and only after
-    the run's recipe.toml had been replaced: compare the [model] sections first."""
-    from digitlab.recipes import load_recipe
+def _open_run_folder(
+    run_dir: Path, recipe: Recipe, resume: bool
+) -> tuple[RunLock, ResumePoint | None]:
+    """Lock and check the run folder (rank 0's job); the checkpoint to resume from.
 
-    saved = run_dir / "recipe.toml"
-    if not saved.is_file():
-        return
-    try:
-        before = load_recipe(str(saved)).model
-    except DigitlabError:
-        return  # an unreadable record: the checkpoint itself is checked when loaded
-    if before != recipe.model:
-        was, now = (
-            f"{m.name} {m.options}" if m.options else m.name for m in (before, recipe.model)
-        )
-        raise DigitlabError(
-            f"{run_dir}: its checkpoints are of model {was}, not {now}; "
-            f"resume it with its own recipe ({saved})"
-        )
-
-
-def _open_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> Path | None:
-    """Check and prepare the run folder (rank 0's job); the checkpoint to resume from."""
+    Everything that can refuse (another trainer, a finished run, another model, no readable
+    checkpoint) does so before the folder is touched.
+    """
     from digitlab.recipes import recipe_to_toml
 
-    ckpt_file = latest_checkpoint(run_dir) if resume else None
     refuse_existing_run(run_dir, resume)
-    if ckpt_file is not None:
-        _check_same_model(run_dir, recipe)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    prune_partial_files(run_dir)
-    write_text_atomic(run_dir / "recipe.toml", recipe_to_toml(recipe))
-    return ckpt_file
+    lock = lock_run_folder(run_dir)
+    try:
+        point = find_resume_point(run_dir) if resume else None
+        if point is not None:
+            check_same_model(run_dir, recipe)
+            _refuse_finished_run(run_dir, recipe, int(point.checkpoint["info"]["iteration"]))
+        prune_partial_files(run_dir)
+        write_text_atomic(run_dir / "recipe.toml", recipe_to_toml(recipe))
+    except BaseException:
+        lock.release()
+        raise
+    return lock, point
+
+
+def _refuse_finished_run(run_dir: Path, recipe: Recipe, start: int) -> None:
+    """A run tested at its last checkpoint is finished: resuming it would only test it again."""
+    if tested_at(run_dir) != start:
+        return
+    total = total_iterations(recipe, math.ceil(training_size(recipe) / recipe.data.batch_size))
+    if start >= total:
+        raise DigitlabError(
+            f"{run_dir} is finished ({start} iterations, model saved); "
+            "to train it longer, resume with more --iters or --epochs"
+        )
+
+
+def _check_finite(loss_sum: float, it: int, saved_at: int | None, log: RunLog | SilentLog) -> None:
+    """A diverged run stops before it saves NaN weights that evaluate would refuse."""
+    if math.isfinite(loss_sum):
+        return
+    kept = f"its last checkpoint is iteration {saved_at}" if saved_at else "no checkpoint yet"
+    message = (
+        f"the training loss became {loss_sum} by iteration {it}, so the run stopped ({kept}); "
+        "lower solver.lr or change the recipe and train again"
+    )
+    log.text(message, echo=False)  # the CLI prints the error itself
+    raise DigitlabError(message)
 
 
 def train(
@@ -289,6 +305,28 @@ def _train(
     world: World,
     on_validation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RunResult:
+    # rank 0 alone touches the run folder; every worker parses rank 0's checkpoint bytes
+    lock, point = _open_run_folder(run_dir, recipe, resume) if world.is_main else (None, None)
+    try:
+        return _train_locked(
+            recipe, run_dir, resume, dev, progress, tensorboard, world, on_validation, point
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool,
+    dev: str,
+    progress: bool | None,
+    tensorboard: bool,
+    world: World,
+    on_validation: Callable[[int, dict[str, float]], None] | None,
+    point: ResumePoint | None,
+) -> RunResult:
     import torch
     import torch.nn.functional as F
 
@@ -298,13 +336,14 @@ def _train(
     from digitlab.models.registry import Normalization
     from digitlab.train.schedules import lr_at
 
-    # rank 0 alone touches the run folder; every worker parses rank 0's checkpoint bytes
-    ckpt_file = _open_run_folder(run_dir, recipe, resume) if world.is_main else None
-    blob = ckpt_file.read_bytes() if ckpt_file is not None else None
+    blob = point.blob if point is not None else None
     if world.active:
         blob = share_from_main(world, blob, dev)
-    ckpt_name = ckpt_file.name if ckpt_file is not None else "rank 0's checkpoint"
-    ck = parse_checkpoint(blob, ckpt_name) if blob else None
+    ckpt_name = point.path.name if point is not None else "rank 0's checkpoint"
+    if point is not None:
+        ck = point.checkpoint  # rank 0 parsed it when it chose it
+    else:
+        ck = parse_checkpoint(blob, ckpt_name) if blob else None
 
     seed = int(recipe.seed)
     torch.manual_seed(seed)
@@ -351,6 +390,7 @@ def _train(
         )
 
     start, elapsed, compute = 0, 0.0, 0.0
+    saved_at: int | None = None
     if ck is not None:
         try:
             model.load_state_dict(ck["model_state"])
@@ -362,6 +402,7 @@ def _train(
             ) from None
         info = ck["info"]
         start, elapsed = int(info["iteration"]), float(info["elapsed"])
+        saved_at = start
         compute = float(info.get("compute", 0.0))
         torch.set_rng_state(ck["rng_state"])
         streams = ck["extra"].get("rng.workers")
@@ -376,6 +417,8 @@ def _train(
         )
         saved = {k[5:]: v.to(dev) for k, v in ck["extra"].items() if k.startswith("best.")}
         best.state = saved or None
+        for reason in point.skipped if point is not None else []:
+            log.text(f"skipped {reason}")
         log.truncate_after(start)
         log.text(f"resumed from {ckpt_name} at iteration {start} of {total}")
     elif resume:
@@ -485,6 +528,7 @@ def _train(
             loss_sum, correct, seen = (
                 sum_over_workers(sums, dev) if world.active else [float(v) for v in sums]
             )
+            _check_finite(loss_sum, it, saved_at, log)
             log.event(
                 phase="train",
                 iter=it,
@@ -503,6 +547,8 @@ def _train(
         if do_val or do_ckpt:
             busy += time.perf_counter() - t_mark
             compute += time.perf_counter() - t_mark
+            loss_sum = sum_over_workers([run_loss], dev)[0] if world.active else float(run_loss)
+            _check_finite(loss_sum, it, saved_at, log)
         if do_val:
             val = validate(it)
             if val is not None:
@@ -522,6 +568,7 @@ def _train(
         if do_ckpt:
             elapsed = elapsed0 + (time.perf_counter() - wall0)
             checkpoint(it)
+            saved_at = it
         if do_val or do_ckpt:
             t_mark = time.perf_counter()
         if best.should_stop:
