@@ -175,3 +175,19 @@ def _mirror_to_tensorboard(writer: Any, event: dict[str, Any]) -> None:
         if isinstance(event.get(key), int | float):
             writer.add_scalar(f"{event['phase']}/{key}", event[key], event["iter"])
     writer.flush()
+
+
+class SilentLog:
+    """The run log of workers other than rank 0: rank 0 alone writes the run folder."""
+
+    def truncate_after(self, iteration: int) -> None: ...
+
+    def text(self, message: str, echo: bool = True) -> None: ...
+
+    def start(self, iteration: int) -> None: ...
+
+    def event(self, **event: Any) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def close(self) -> None: ...
