@@ -289,7 +289,8 @@ def train_cmd(
     from pathlib import Path
 
     from digitlab.recipes import load_recipe
-    from digitlab.train.distributed import WorkerFailedError, launch_workers
+    from digitlab.train.distributed import WorkerFailedError
+    from digitlab.train.launch import WorkerRequest, launch_workers
     from digitlab.train.loop import train
 
     if epochs is not None and iters is not None:
@@ -308,25 +309,21 @@ def train_cmd(
     run_dir = out or _run_name(recipe or "default")
     try:
         if nproc > 1:
-            args = ["train", recipe or "default", "--out", run_dir, "--device", device]
-            args += [a for o in overrides for a in ("--set", o)]
-            args += ["--worker-timeout", str(worker_timeout)]
-            args += ["--threads", str(threads)] if threads else []
-            args += ["--resume"] if resume else []
-            args += ["--tensorboard"] if tensorboard else []
-            args += [] if progress is None else ["--progress" if progress else "--no-progress"]
-            launch_workers(spec, run_dir, resume, nproc, args)  # rank 0 prints the result
-            return
-        result = train(
-            spec,
-            run_dir,
-            resume=resume,
-            device=device,
-            progress=progress,
-            tensorboard=tensorboard,
-            threads=threads,
-            timeout_s=worker_timeout,
-        )
+            request = WorkerRequest(
+                spec, Path(run_dir), resume, device, progress, tensorboard, threads, worker_timeout
+            )
+            result = launch_workers(request, nproc)  # rank 0's result
+        else:
+            result = train(
+                spec,
+                run_dir,
+                resume=resume,
+                device=device,
+                progress=progress,
+                tensorboard=tensorboard,
+                threads=threads,
+                timeout_s=worker_timeout,
+            )
     except WorkerFailedError as exc:
         if str(exc):
             click.echo(f"digitlab: error: {exc}", err=True)

@@ -15,9 +15,11 @@ import torch
 
 from digitlab.recipes import load_recipe
 from digitlab.train.checkpoint import load_checkpoint, parse_checkpoint
-from digitlab.train.distributed import LOST_PEER_EXIT, World, _failure, threads_per_worker
-from digitlab.train.loop import check_shards, train
+from digitlab.train.distributed import LOST_PEER_EXIT, check_shards, threads_per_worker
+from digitlab.train.launch import _failure
+from digitlab.train.loop import train
 from digitlab.train.runlog import read_metrics
+from digitlab.train.world import World
 
 pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
 
@@ -88,6 +90,34 @@ def worker_pid(parent: int, rank: int, timeout: float = 60) -> int:
                     return int(entry.name)
         time.sleep(0.05)
     raise AssertionError(f"no worker with RANK={rank} under pid {parent}")
+
+
+def spawned_worker_pid(parent: int, run: Path, rank: int, timeout: float = 60) -> int:
+    """The pid of a ``--nproc`` worker of rank 1 or more: workers are Python functions in
+    spawned processes, so their RANK is not in /proc/PID/environ; rank 0 is the worker whose
+    pid is in the run folder's lock file."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            main = int((run / ".lock").read_text())
+        except (OSError, ValueError):
+            main = None
+        workers = sorted(
+            int(e.name)
+            for e in Path("/proc").iterdir()
+            if e.name.isdigit() and _descends(int(e.name), parent) and _is_spawned_worker(e)
+        )
+        if main in workers and len(workers) > rank:
+            return [w for w in workers if w != main][rank - 1]
+        time.sleep(0.05)
+    raise AssertionError(f"no worker of rank {rank} under pid {parent}")
+
+
+def _is_spawned_worker(entry: Path) -> bool:
+    try:
+        return b"spawn_main" in (entry / "cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _descends(pid: int, ancestor: int) -> bool:
@@ -225,7 +255,7 @@ def test_killing_one_worker_stops_the_job_with_one_clear_error(tmp_path):
     )  # fmt: skip
     try:
         wait_for(run / "checkpoints" / "iter_0000010.safetensors", proc)
-        victim = worker_pid(proc.pid, rank=1)
+        victim = spawned_worker_pid(proc.pid, run, rank=1)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)

@@ -115,6 +115,8 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert result.iterations == 120
     val_iters = [e["iter"] for e in read_metrics(run) if e["phase"] == "val"]
     assert val_iters == [30, 60, 90, 120]
+    # the test event of the 60-iteration model went with it: one test event, the last model's
+    assert [e["iter"] for e in read_metrics(run) if e["phase"] == "test"] == [120]
 
 
 def test_training_into_an_existing_run_without_resume_is_refused(tmp_path, cli):

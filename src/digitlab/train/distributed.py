@@ -1,29 +1,31 @@
 """Data-parallel training with PyTorch's own engine: DistributedDataParallel over torchelastic.
 
-``digitlab train --nproc N`` starts N workers on this machine through torchelastic's launcher
-(the engine behind ``torchrun``); ``torchrun ... -m digitlab train`` starts them on one or
-several machines. Every worker runs the ordinary loop in :mod:`digitlab.train.loop` on its
-share of each global batch. This module holds what a worker needs to know about the others:
-who it is (:class:`World`), its share of a batch, sums of metrics over workers, rank 0's
-checkpoint bytes, and how a lost peer becomes one clear error instead of a hang.
+``digitlab train --nproc N`` starts N workers on this machine (:mod:`digitlab.train.launch`);
+``torchrun ... -m digitlab train`` starts them on one or several machines. Every worker runs
+the ordinary loop in :mod:`digitlab.train.loop` on its share of each global batch. This
+module holds what a worker needs from the others: joining them, its share of a batch, sums
+of metrics over workers, rank 0's checkpoint bytes, and how a lost peer becomes one clear
+error instead of a hang. Each helper is the identity in a world of one worker, so the loop
+has no separate one-process path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from digitlab.errors import DigitlabError
+from digitlab.train.world import World, world_from_env
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import torch
     from torch import nn
 
-    from digitlab.recipes import Recipe
+__all__ = ["World", "world_from_env"]  # their home is digitlab.train.world
 
 DEFAULT_TIMEOUT_S = 300.0
 LOST_PEER_EXIT = 3  # a worker that stopped because another one failed
@@ -40,51 +42,6 @@ class WorkerFailedError(RuntimeError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place among the workers; the default is a single process."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    local_size: int = 1
-    restarts: int = 0  # torchelastic restarts so far: a restarted job resumes its run
-
-    @property
-    def active(self) -> bool:
-        return self.size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def part(self, n: int) -> slice:
-        """This worker's contiguous share of ``n`` items; shares differ by at most one."""
-        base, extra = divmod(n, self.size)
-        start = self.rank * base + min(self.rank, extra)
-        return slice(start, start + base + (self.rank < extra))
-
-
-def world_from_env() -> World:
-    """The world torchrun (or ``--nproc``) describes in RANK, WORLD_SIZE, LOCAL_RANK, ..."""
-    env = os.environ
-
-    def number(name: str, default: int) -> int:
-        try:
-            return int(env.get(name, default))
-        except ValueError:
-            raise DigitlabError(f"${name} must be an integer, not {env[name]!r}") from None
-
-    size = number("WORLD_SIZE", 1)
-    return World(
-        rank=number("RANK", 0),
-        size=size,
-        local_rank=number("LOCAL_RANK", 0),
-        local_size=number("LOCAL_WORLD_SIZE", size),
-        restarts=number("TORCHELASTIC_RESTART_COUNT", 0),
-    )
 
 
 def usable_cores() -> int:
@@ -115,7 +72,37 @@ def threads_per_worker(local_workers: int = 1) -> int:
     return max(1, usable_cores() // max(1, local_workers))
 
 
+def check_shards(n: int, batch_size: int, workers: int) -> None:
+    """Every worker needs at least one image of every batch, the epoch's last one included."""
+    if workers == 1:
+        return
+    last = n % batch_size or batch_size
+    if min(batch_size, last) < workers:
+        raise DigitlabError(
+            f"{workers} workers cannot share a batch of {min(batch_size, last)} images "
+            f"(batch_size {batch_size}, {n} training images); use fewer workers or "
+            "another batch size"
+        )
+
+
 # ---------------------------------------------------------------------------- inside a worker
+
+
+@contextlib.contextmanager
+def joined(world: World, device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[str]:
+    """This worker among the others for the block (yields its device); a lost peer becomes
+    one :class:`WorkerFailedError`. A world of one worker joins nothing."""
+    if not world.active:
+        yield device
+        return
+    try:
+        yield join(world, device, timeout_s)
+        leave(finished=True)
+    except BaseException as exc:
+        if is_lost_peer(exc):  # the group is broken: no goodbye
+            raise lost_peer_error(world, exc) from None
+        leave()
+        raise
 
 
 def join(world: World, device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
@@ -162,21 +149,27 @@ def leave(finished: bool = False) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, device: str) -> nn.Module:
+def wrap(world: World, model: nn.Module, device: str) -> nn.Module:
     """DistributedDataParallel around ``model``: gradients are averaged over workers."""
     from torch.nn.parallel import DistributedDataParallel
 
+    if not world.active:
+        return model
     if device.startswith("cuda"):
         index = int(device.split(":")[1])
         return DistributedDataParallel(model, device_ids=[index], output_device=index)
     return DistributedDataParallel(model)
 
 
-def sum_over_workers(values: Sequence[float | torch.Tensor], device: str) -> list[float]:
+def sum_over_workers(
+    world: World, values: Sequence[float | torch.Tensor], device: str
+) -> list[float]:
     """Element-wise sums over all workers, in float64 (counts stay exact)."""
     import torch
     import torch.distributed as dist
 
+    if not world.active:
+        return [float(v) for v in values]
     t = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()).cpu() for v in values])
     t = t.to(device)
     dist.all_reduce(t)
@@ -188,6 +181,8 @@ def share_from_main(world: World, blob: bytes | None, device: str) -> bytes | No
     import torch
     import torch.distributed as dist
 
+    if not world.active:
+        return blob
     size = torch.tensor([-1 if blob is None else len(blob)], dtype=torch.int64, device=device)
     dist.broadcast(size, src=0)
     n = int(size)
@@ -202,22 +197,27 @@ def share_from_main(world: World, blob: bytes | None, device: str) -> bytes | No
     return bytes(data.cpu().numpy()) if not world.is_main else blob
 
 
-def gather_rng_states(world: World, device: str) -> torch.Tensor:
-    """Every worker's CPU generator state, one row per rank (for rank 0's checkpoint)."""
+def gather_rng_states(world: World, device: str) -> torch.Tensor | None:
+    """Every worker's CPU generator state, one row per rank (for rank 0's checkpoint); None
+    for one worker, whose state the checkpoint holds anyway."""
     import torch
     import torch.distributed as dist
 
+    if not world.active:
+        return None
     mine = torch.get_rng_state().to(device)
     rows = [torch.empty_like(mine) for _ in range(world.size)]
     dist.all_gather(rows, mine)
     return torch.stack([r.cpu() for r in rows])
 
 
-def copy_buffers_from_main(model: nn.Module) -> None:
+def copy_buffers_from_main(world: World, model: nn.Module) -> None:
     """Give every worker rank 0's buffers (BatchNorm running statistics) before evaluating,
     so all workers score the model rank 0 saves."""
     import torch.distributed as dist
 
+    if not world.active:
+        return
     for buffer in model.buffers():
         dist.broadcast(buffer.data, src=0)
 
@@ -252,95 +252,3 @@ def lost_peer_error(world: World, exc: BaseException) -> WorkerFailedError:
         f"stopping{hint}",
         exit_code=LOST_PEER_EXIT,
     )
-
-
-class SilentLog:
-    """The run log of workers other than rank 0: rank 0 alone writes the run folder."""
-
-    def truncate_after(self, iteration: int) -> None: ...
-
-    def text(self, message: str) -> None: ...
-
-    def start(self, iteration: int) -> None: ...
-
-    def event(self, **event: Any) -> None: ...
-
-    def finish(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-# ---------------------------------------------------------------------------- the launcher
-
-
-def launch_workers(recipe: Recipe, run_dir: str, resume: bool, nproc: int, args: list[str]) -> None:
-    """``digitlab train --nproc``: refuse what would stop every worker alike (one error line,
-    not one per worker; this also fetches MNIST once), then run ``digitlab ARGS`` in
-    ``nproc`` local workers."""
-    from pathlib import Path
-
-    from digitlab.train.loop import check_shards, refuse_existing_run, training_size
-
-    refuse_existing_run(Path(run_dir), resume)
-    check_shards(training_size(recipe), recipe.data.batch_size, nproc)
-    launch_local(nproc, args)
-
-
-def launch_local(nproc: int, worker_args: list[str]) -> None:
-    """Run ``python -m digitlab WORKER_ARGS`` in ``nproc`` workers on this machine.
-
-    torchelastic's agent starts them (a c10d rendezvous on a free local port), watches them,
-    and stops them all as soon as one fails; that failure comes back as one
-    :class:`WorkerFailedError`.
-    """
-    import logging
-    import signal
-    import sys
-    import uuid
-
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"digitlab-{uuid.uuid4().hex[:12]}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0",
-        max_restarts=0,  # elastic restarts: torchrun --max-restarts
-        monitor_interval=0.1,
-        shutdown_timeout=10,  # seconds from SIGTERM to SIGKILL for the surviving workers
-    )
-    logging.disable(logging.CRITICAL)  # the agent's log lines; the failure is reported below
-    try:
-        elastic_launch(config, sys.executable)("-m", "digitlab", *worker_args)
-    except ChildFailedError as exc:
-        raise _failure(exc, nproc) from None
-    except SignalException as exc:  # the agent stopped the workers first
-        if exc.sigval == signal.SIGINT:
-            raise KeyboardInterrupt from None
-        raise WorkerFailedError(f"stopped by {exc.sigval.name}", 128 + exc.sigval) from None
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def _failure(exc: Any, nproc: int) -> WorkerFailedError:
-    """One line for the worker that caused the stop, not for those that merely lost it."""
-
-    def blame(item: tuple[int, Any]) -> tuple[int, int]:
-        rank, f = item
-        if f.exitcode < 0:
-            # SIGTERM is the agent stopping the others; SIGABRT is what gloo's C++ side does
-            # to a worker whose peer vanished mid-collective (seen in CI: the killed worker
-            # and its aborted peer were reported in one poll)
-            return ({"SIGTERM": 4, "SIGABRT": 3}.get(f.signal_name(), 0), rank)
-        order = {2: 1, LOST_PEER_EXIT: 3}
-        return (order.get(f.exitcode, 2), rank)
-
-    rank, f = min(exc.failures.items(), key=blame)
-    if f.exitcode == 2:  # a user error: that worker printed it already
-        return WorkerFailedError("", exit_code=2)
-    how = f"was killed by {f.signal_name()}" if f.exitcode < 0 else f"exited with {f.exitcode}"
-    return WorkerFailedError(f"worker {rank} of {nproc} (pid {f.pid}) {how}; all workers stopped")

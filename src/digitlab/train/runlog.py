@@ -45,6 +45,14 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return events
 
 
+def tested_at(run_dir: str | Path) -> int | None:
+    """The iteration of the run's last test event: the run finished there (None: never)."""
+    if not (Path(run_dir) / METRICS).is_file():
+        return None
+    tests = [e["iter"] for e in read_metrics(run_dir) if e.get("phase") == "test"]
+    return tests[-1] if tests else None
+
+
 class RunLog:
     """Event file, text log and (on a terminal) a Rich progress bar for one run."""
 
@@ -68,16 +76,25 @@ class RunLog:
         self._last_val = ""
 
     def truncate_after(self, iteration: int) -> None:
-        """Drop events a killed run wrote after its last checkpoint, so a resume repeats them."""
+        """Drop events a killed run wrote after its last checkpoint, so a resume repeats them,
+        and the test event of a finished run that is extended (its model is replaced)."""
         self._metrics.close()
-        kept = [e for e in read_metrics(self.run_dir) if e.get("iter", 0) <= iteration]
+        kept = [
+            e
+            for e in read_metrics(self.run_dir)
+            if e.get("iter", 0) <= iteration and e.get("phase") != "test"
+        ]
         write_text_atomic(self.run_dir / METRICS, "".join(json.dumps(e) + "\n" for e in kept))
         self._metrics = open(self.run_dir / METRICS, "a")  # noqa: SIM115
 
-    def text(self, message: str) -> None:
+    def text(self, message: str, echo: bool = True) -> None:
+        """A line in train.log, echoed on stderr unless ``echo`` is False (an error the CLI
+        prints itself)."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self._text.write(f"{stamp} {message}\n")
         self._text.flush()
+        if not echo:
+            return
         if self._bar is not None:
             self._bar.console.print(message)
         elif self.echo:
@@ -158,3 +175,19 @@ def _mirror_to_tensorboard(writer: Any, event: dict[str, Any]) -> None:
         if isinstance(event.get(key), int | float):
             writer.add_scalar(f"{event['phase']}/{key}", event[key], event["iter"])
     writer.flush()
+
+
+class SilentLog:
+    """The run log of workers other than rank 0: rank 0 alone writes the run folder."""
+
+    def truncate_after(self, iteration: int) -> None: ...
+
+    def text(self, message: str, echo: bool = True) -> None: ...
+
+    def start(self, iteration: int) -> None: ...
+
+    def event(self, **event: Any) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def close(self) -> None: ...
