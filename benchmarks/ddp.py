@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from digitlab.train.distributed import usable_cores
+from digitlab.system import cpu_cores
 from digitlab.train.runlog import read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,7 +72,7 @@ def main() -> int:
     parser.add_argument("--nproc", type=int, default=2, help="workers to compare with 1 [2]")
     args = parser.parse_args()
 
-    cores = usable_cores()
+    cores = cpu_cores()
     per_worker = max(1, cores // args.nproc)
     all_cores, one_worker, workers = (1, cores), (1, per_worker), (args.nproc, per_worker)
     configs = list(dict.fromkeys([all_cores, one_worker, workers]))

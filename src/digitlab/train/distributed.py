@@ -12,11 +12,11 @@ has no separate one-process path.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from typing import TYPE_CHECKING
 
 from digitlab.errors import DigitlabError
+from digitlab.system import cpu_cores
 from digitlab.train.world import World, world_from_env
 
 if TYPE_CHECKING:
@@ -44,22 +44,6 @@ class WorkerFailedError(RuntimeError):
         self.exit_code = exit_code
 
 
-def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as fh:
-            quota, period = fh.read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
-
-
 def threads_per_worker(local_workers: int = 1) -> int:
     """$OMP_NUM_THREADS when set, else this machine's cores shared among its workers.
 
@@ -69,7 +53,7 @@ def threads_per_worker(local_workers: int = 1) -> int:
     value = os.environ.get("OMP_NUM_THREADS", "")
     if value.isdigit() and int(value) > 0:
         return int(value)
-    return max(1, usable_cores() // max(1, local_workers))
+    return max(1, cpu_cores() // max(1, local_workers))
 
 
 def check_shards(n: int, batch_size: int, workers: int) -> None:
