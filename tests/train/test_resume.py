@@ -221,7 +221,7 @@ def test_resuming_a_finished_run_says_so_and_adds_no_second_test_event(tmp_path)
 
 
 def test_a_diverging_run_stops_with_one_error_line_and_saves_no_model(tmp_path, cli):
-    recipe_path = write_recipe(tmp_path, "mlp", iters=60, lr=1e6)
+    recipe_path = write_recipe(tmp_path, "mlp", iters=60, lr=100)
     run = tmp_path / "run"
     r = cli("train", str(recipe_path), "--out", str(run), "--no-progress")
     line = one_error_line(r)
