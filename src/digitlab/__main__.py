@@ -1,3 +1,3 @@
-from digitlab.cli import main
+from digitlab.cli.main import main
 
 main()

@@ -81,7 +81,7 @@ def test_a_recipe_with_uploads_trains_and_validates_on_them_too():
     """data.uploads: realistic uploads of the split's own digits, read back as predict reads
     files, join the training set; val gets a fifth as many; non-digits still come after."""
     from digitlab.recipes import load_recipe
-    from digitlab.train.loop import training_size, training_splits
+    from digitlab.train.data import training_size, training_splits
 
     extras = ["data.uploads=25", "data.negatives=10", "data.number_pieces=0"]
     recipe = load_recipe("bundled", extras)

@@ -150,7 +150,7 @@ def test_two_processes_sharing_one_sqlite_study_lose_no_trials(tmp_path, tiny):
 
 def _run_main(args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
     """The real entry point in this process (no subprocess start-up): exit code, stderr lines."""
-    from digitlab.cli import main
+    from digitlab.cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["digitlab", *args])
     with pytest.raises(SystemExit) as exit_info:

@@ -123,7 +123,7 @@ def _suggest(trial: optuna.Trial, axis: Axis) -> Any:
 
 
 def _planned_iterations(recipe: Recipe) -> int:
-    from digitlab.train.loop import total_iterations, training_size
+    from digitlab.train.data import total_iterations, training_size
 
     return total_iterations(recipe, math.ceil(training_size(recipe) / recipe.data.batch_size))
 

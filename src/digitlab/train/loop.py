@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from digitlab.errors import DigitlabError
 from digitlab.fileio import write_text_atomic
+from digitlab.system import resolve_device
 from digitlab.train.checkpoint import (
     ResumePoint,
     checkpoint_path,
@@ -26,6 +27,7 @@ from digitlab.train.checkpoint import (
     prune_partial_files,
     save_checkpoint,
 )
+from digitlab.train.data import epoch_order, total_iterations, training_size, training_splits
 from digitlab.train.distributed import (
     DEFAULT_TIMEOUT_S,
     check_shards,
@@ -66,71 +68,6 @@ class RunResult:
     metrics: dict[str, Any]
     iterations: int
     rank: int = 0  # this worker's rank; rank 0 wrote the run folder
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DigitlabError("--device cuda asked for, but no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise DigitlabError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
-
-
-def training_splits(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, str]]:
-    """The recipe's training set and validation set (a named split or the Keras-style tail)."""
-    from digitlab.data.dataset import load_mnist, split_of
-    from digitlab.synth.mixing import with_negatives, with_uploads
-
-    mnist = load_mnist()
-    digests = {**mnist["train"].digests, **mnist["test"].digests}
-    train = split_of(mnist, recipe.data.train_split)
-    val = None
-    if recipe.data.val_fraction:
-        n_val = int(round(len(train) * recipe.data.val_fraction))
-        val = train.subset(slice(len(train) - n_val, None), f"last {n_val} of {train.name}")
-        train = train.subset(slice(0, len(train) - n_val), train.name)
-    elif recipe.data.val_split:
-        val = split_of(mnist, recipe.data.val_split)
-    if recipe.data.uploads:
-        train = with_uploads(train, recipe.data.uploads, 2 * recipe.seed + 1)
-        if val is not None:
-            val = with_uploads(val, max(1, recipe.data.uploads // 5), 2 * recipe.seed + 2)
-    if recipe.data.negatives:
-        pieces = recipe.data.number_pieces
-        train = with_negatives(train, recipe.data.negatives, 2 * recipe.seed + 1, pieces)
-        if val is not None:
-            val = with_negatives(
-                val, max(1, recipe.data.negatives // 5), 2 * recipe.seed + 2, pieces // 5
-            )
-    return train, val, digests
-
-
-def training_size(recipe: Recipe) -> int:
-    """The number of images :func:`training_splits` trains on, without building them."""
-    from digitlab.data.dataset import load_mnist, split_of
-
-    n = len(split_of(load_mnist(), recipe.data.train_split))
-    if recipe.data.val_fraction:
-        n -= int(round(n * recipe.data.val_fraction))
-    return n + recipe.data.uploads + recipe.data.negatives + recipe.data.number_pieces
-
-
-def total_iterations(recipe: Recipe, iters_per_epoch: int) -> int:
-    if recipe.train.iters is not None:
-        return int(recipe.train.iters)
-    return int(math.ceil(float(recipe.train.epochs) * iters_per_epoch))
-
-
-def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The data order of one epoch: a pure function of (seed, epoch), so resume needs no state."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
 
 
 def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:

@@ -1,0 +1,99 @@
+"""``digitlab predict`` and ``evaluate``: reading images and scoring models."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from digitlab.errors import DigitlabError
+
+
+@click.command("evaluate")
+@click.argument("model", metavar="RUN_OR_MODEL")
+@click.option("--split", default="test", show_default=True, help="train, test, train50k or val.")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--per-batch", is_flag=True, help="Each batch's accuracy, as `caffe test`.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_cmd(model: str, split: str, batch_size: int, per_batch: bool, as_json: bool) -> None:
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
+    from digitlab.evaluate import evaluate_artifact
+
+    r = evaluate_artifact(model, split, batch_size, per_batch)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    if per_batch:
+        for i, acc in enumerate(r["per_batch"]):
+            click.echo(f"batch {i}: accuracy = {acc:.4f}")
+    click.echo(f"{r['split']}: accuracy {r['accuracy']:.4%}  loss {r['loss']:.4f}  n {r['n']}")
+    click.echo("class  precision  recall  f1      support")
+    for c in r["per_class"]:
+        click.echo(
+            f"{c['class']:>5}  {c['precision']:.4f}     {c['recall']:.4f}  "
+            f"{c['f1']:.4f}  {c['support']}"
+        )
+    click.echo("confusion matrix (rows: true, columns: predicted)")
+    for c, row in enumerate(r["confusion_matrix"]):
+        click.echo(f"{c}: " + " ".join(f"{v:5d}" for v in row))
+
+
+@click.command("predict")
+@click.argument("paths", nargs=-1, required=True, metavar="[RUN_OR_MODEL] PATH...")
+@click.option("--model", "model", help="Run or model folder [the bundled default model].")
+@click.option("--number", is_flag=True, help="Read a line of several digits, e.g. 2026.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input, in order.")
+@click.option("--show-input", type=click.Path(file_okay=False), help="Save each 28x28 input here.")
+@click.option("--no-preprocess", is_flag=True, help="Inputs are MNIST-style already (28x28).")
+def predict_cmd(
+    paths: tuple[str, ...],
+    model: str | None,
+    number: bool,
+    as_json: bool,
+    show_input: str | None,
+    no_preprocess: bool,
+) -> None:
+    """Predict the digit (or --number) in each image: files, folders, list files, - for stdin.
+
+    Any size, colour and polarity: photos, scans and canvas drawings are turned into MNIST's
+    form first. An input that is not a digit says so (is_digit false, digit null). The model
+    comes from --model, or from a first argument that is a run/model folder, or is the
+    bundled default.
+    """
+    from pathlib import Path
+
+    from digitlab.predict import Predictor, expand_inputs
+
+    if model is None and len(paths) > 1 and (Path(paths[0]) / "model.json").is_file():
+        model, paths = paths[0], paths[1:]
+    inputs = expand_inputs(paths)
+    if not inputs:  # only empty folders or list files: saying nothing would look like success
+        raise DigitlabError(f"no images found in {', '.join(paths)}")
+    predictor = Predictor(model)
+    failed = False
+    results = predictor.predict_paths(
+        inputs, number=number, show_input=show_input, preprocess=not no_preprocess
+    )
+    for r in results:
+        failed |= "error" in r
+        if as_json:
+            click.echo(json.dumps(r))
+        elif "error" in r:
+            click.echo(f"{r['path']}: error: {r['error']}", err=True)
+        elif number:
+            digits = " ".join(
+                f"{'?' if d['digit'] is None else d['digit']}{'' if d['is_digit'] else '?'}"
+                f"({d['confidence']:.0%})"
+                for d in r["digits"]
+            )
+            click.echo(f"{r['path']} \u2192 {r['number'] or 'not a number'}  [{digits}]")
+        elif r["is_digit"]:
+            click.echo(f"{r['path']} \u2192 {r['digit']} ({r['confidence']:.1%})")
+        else:
+            click.echo(f"{r['path']} \u2192 not a digit ({r['confidence']:.1%})")
+    if failed:
+        sys.exit(2)
+
+
+COMMANDS = [evaluate_cmd, predict_cmd]
