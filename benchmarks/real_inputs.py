@@ -164,15 +164,16 @@ def main() -> None:
         f"Written by `benchmarks/real_inputs.py` for the model in `{shown}`.",
         *(
             [
-                "Inputs are made by `digitlab.synth` from MNIST **test** digits (never used for",
-                "training or tuning; changes are chosen on the same kinds of inputs made from",
-                "`val` digits, docs/real-inputs-val.md).",
+                "Inputs are made by `digitlab.synth.uploads` from MNIST **test** digits",
+                "(never used for training or tuning; changes are chosen on the same kinds of",
+                "inputs made from `val` digits, docs/real-inputs-val.md).",
             ]
             if args.split == "test"
             else [
-                "**Dev set**: inputs made by `digitlab.synth` from MNIST `val` digits (held out",
-                "of training; changes are chosen here). Val writers also wrote training digits,",
-                "so these figures read higher than docs/real-inputs.md (test digits).",
+                "**Dev set**: inputs made by `digitlab.synth.uploads` from MNIST `val` digits",
+                "(held out of training; changes are chosen here). Val writers also wrote",
+                "training digits, so these figures read higher than docs/real-inputs.md (test",
+                "digits).",
             ]
         ),
         "Non-digit letters are disjoint from the letters the model's synthetic negatives",
