@@ -1,9 +1,11 @@
-"""Readers for every common MNIST format, each returning uint8 images and int64 labels.
+"""Readers for the MNIST files, and the parsers of list files and labelled image folders.
 
-:func:`read_dataset` is the one entry point: IDX files (raw or gzipped), the book's
-``mnist.pkl.gz``, Keras' ``mnist.npz``, folders of images and Caffe/MXNet list files all
-become the same :class:`~digitlab.data.dataset.Dataset`. A file that is not what it claims
-to be raises :class:`DigitlabError` naming the file and what is wrong with it.
+IDX files (raw or gzipped, under any name), the book's ``mnist.pkl.gz`` and Keras'
+``mnist.npz`` become uint8 images and int64 labels here; :func:`read_list_file` is the one
+parser of Caffe/MXNet list files and :func:`scan_image_folder` the one reader of labelled
+folder layouts. :mod:`digitlab.data.source` puts these and the other formats behind one
+grammar; :func:`read_dataset` reads any source exactly as stored. A file that is not what it
+claims to be raises :class:`DigitlabError` naming the file and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# the one set of image suffixes a folder or list is read for (what Pillow decodes of what
+# people save digits as)
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
 
 
 def _read_maybe_gz(path: Path) -> bytes:
@@ -83,31 +88,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return arr.copy()
 
 
-# ---------------------------------------------------------------------------- entry point
-
-
 def read_dataset(source: str | os.PathLike, split: str | None = None) -> Dataset:
-    """Any common MNIST-like source as a :class:`Dataset`, chosen by what ``source`` is.
+    """A source exactly as stored: no preprocessing, no cache, any unreadable image refused.
 
-    ``split`` picks one split of a source that holds several (a folder of the four IDX
-    files or ``mnist.npz``: train/test/train50k/val; ``mnist.pkl.gz``: train/valid/test; an
-    export folder: its split subfolders). Sources that hold one split take no ``split``.
+    What ``data show``/``data export --source`` read: ``source`` is any path of the grammar
+    of :mod:`digitlab.data.source` and ``split`` picks one split of a source holding several.
     """
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DigitlabError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return _read_folder(path, split)
-    name = path.name.lower()
-    if name.endswith(".npz"):
-        return _read_npz(path, split)
-    if name.endswith((".pkl", ".pkl.gz", ".pickle", ".pickle.gz")):
-        return _read_pickle(path, split)
-    if name.endswith((".lst", ".txt")):
-        _no_split(path, split)
-        return _read_list(path)
-    _no_split(path, split)
-    return _read_idx_pair(path)
+    from digitlab.data.source import load_source, parse_source
+
+    source = parse_source(Path(source), split)
+    return load_source(source, preprocess=False, strict=True, cache=False)
 
 
 def _dataset(images: np.ndarray, labels: np.ndarray, name: str) -> Dataset:
@@ -116,12 +106,7 @@ def _dataset(images: np.ndarray, labels: np.ndarray, name: str) -> Dataset:
     return Dataset(images, labels, name)
 
 
-def _no_split(path: Path, split: str | None) -> None:
-    if split is not None:
-        raise DigitlabError(f"{path}: holds a single split; leave the split out")
-
-
-def _pick(train: Dataset, test: Dataset, split: str | None, path: Path) -> Dataset:
+def pick_split(train: Dataset, test: Dataset, split: str | None, path: Path) -> Dataset:
     """One of the tutorial splits from a train/test pair (``val`` is train's last 10k)."""
     from digitlab.data.dataset import SPLITS, split_of
 
@@ -150,23 +135,92 @@ def _beside(path: Path, name: str) -> Path | None:
     return None
 
 
-def _read_idx_pair(path: Path) -> Dataset:
-    """An IDX images file and the labels file beside it (``images-idx3`` -> ``labels-idx1``)."""
+def idx_header(path: Path) -> tuple[int, int] | None:
+    """(magic, count) of an IDX file, raw or gzipped, or None when ``path`` is not one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            raw = gzip.GzipFile(fileobj=fh) if head == b"\x1f\x8b" else fh
+            data = raw.read(8)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(data) < 8:
+        return None
+    magic, count = struct.unpack(">II", data)
+    return (magic, count) if magic in (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC) else None
+
+
+def idx_pair(path: Path) -> tuple[Path, Path]:
+    """The (images, labels) IDX files of which ``path`` is one.
+
+    The MNIST names pair by name (``train-images-idx3-ubyte[.gz]`` with
+    ``train-labels-idx1-ubyte[.gz]``, dots or dashes); files under any other name pair by
+    content: the one file beside it of the other IDX kind with the same count.
+    """
     if _LABELS_NAME.search(path.name):
         images_name = _LABELS_NAME.sub(r"images\1idx3", path.name)
-        images_path, labels_path = _beside(path, images_name), path
+        images_path = _beside(path, images_name)
         if images_path is None:
             raise DigitlabError(f"{path}: is a labels file and no {images_name} lies beside it")
-    else:
-        if not _IMAGES_NAME.search(path.name):
-            raise DigitlabError(
-                f"{path}: not a recognised MNIST file (expected IDX '*-images-idx3-ubyte[.gz]',"
-                " .pkl.gz, .npz, .txt/.lst list or a folder)"
-            )
+        return images_path, path
+    if _IMAGES_NAME.search(path.name):
         labels_name = _IMAGES_NAME.sub(r"labels\1idx1", path.name)
-        images_path, labels_path = path, _beside(path, labels_name)
+        labels_path = _beside(path, labels_name)
         if labels_path is None:
             raise DigitlabError(f"{path}: no labels file {labels_name} beside it")
+        return path, labels_path
+    header = idx_header(path)
+    if header is None:
+        raise DigitlabError(
+            f"{path}: not a recognised MNIST file (expected an IDX file, .pkl.gz, .npz, .csv,"
+            " .parquet, .rec, a .txt/.lst list, an LMDB or a folder)"
+        )
+    magic, count = header
+    other = IDX_LABELS_MAGIC if magic == IDX_IMAGES_MAGIC else IDX_IMAGES_MAGIC
+    partners = [p for p in _idx_files(path.parent) if p != path and idx_header(p) == (other, count)]
+    kind = "labels" if other == IDX_LABELS_MAGIC else "images"
+    if len(partners) != 1:
+        found = "none" if not partners else ", ".join(p.name for p in partners)
+        raise DigitlabError(
+            f"{path}: needs exactly one IDX {kind} file of {count} entries beside it; found {found}"
+        )
+    return (path, partners[0]) if magic == IDX_IMAGES_MAGIC else (partners[0], path)
+
+
+def _idx_files(folder: Path, limit: int = 64) -> list[Path]:
+    """Files of ``folder`` that may be IDX (not images, not hidden; at most ``limit``)."""
+    out = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_file() and not entry.name.startswith(".") and not _is_image_name(entry.name):
+            if idx_header(Path(entry.path)):
+                out.append(Path(entry.path))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def idx_pairs_in_folder(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """The IDX pairs of a folder: ``{"train": .., "test": ..}`` for the MNIST names, else
+    ``{"": pair}`` for a folder holding one images file and one labels file; may be empty."""
+    named = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        for sep in ("-", "."):
+            found = _beside(folder / "x", f"{prefix}-images{sep}idx3-ubyte.gz")
+            if found:
+                named[split] = idx_pair(found)
+                break
+    if named:
+        return named
+    files = _idx_files(folder)
+    images = [p for p in files if idx_header(p)[0] == IDX_IMAGES_MAGIC]  # type: ignore[index]
+    if len(images) == 1 and len(files) == 2:
+        return {"": idx_pair(images[0])}
+    return {}
+
+
+def read_idx_pair(images_path: Path, labels_path: Path) -> Dataset:
+    """An IDX images file and its labels file as one :class:`Dataset`."""
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3:
         raise DigitlabError(f"{images_path}: holds labels, expected images")
@@ -177,14 +231,6 @@ def _read_idx_pair(path: Path) -> Dataset:
             f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels"
         )
     return _dataset(images, labels, images_path.name)
-
-
-def _idx_in_folder(folder: Path, prefix: str) -> Path | None:
-    for sep in ("-", "."):
-        found = _beside(folder / "x", f"{prefix}-images{sep}idx3-ubyte.gz")
-        if found:
-            return found
-    return None
 
 
 # ---------------------------------------------------------------------------- pickle, npz
@@ -233,7 +279,7 @@ class _Refused(Exception):
     pass
 
 
-def _read_pickle(path: Path, split: str | None) -> Dataset:
+def read_pickle(path: Path, split: str | None) -> Dataset:
     """The book's ``mnist.pkl.gz``: ((train), (valid), (test)), each (floats N×784, labels)."""
     names = {"train": 0, "train50k": 0, "valid": 1, "val": 1, "test": 2}
     if split not in names:
@@ -259,7 +305,7 @@ def _read_pickle(path: Path, split: str | None) -> Dataset:
     return _dataset(images, labels, f"{path.name}:{split}")
 
 
-def _read_npz(path: Path, split: str | None) -> Dataset:
+def read_npz(path: Path, split: str | None) -> Dataset:
     """Keras' ``mnist.npz``: x_train, y_train, x_test, y_test (nothing unpickled)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -274,7 +320,7 @@ def _read_npz(path: Path, split: str | None) -> Dataset:
         images = _as_uint8_images(arrays[f"x_{part}"], path)
         labels = _as_labels(arrays[f"y_{part}"], len(images), path)
         pair.append(_dataset(images, labels, f"{path.name}:{part}"))
-    return _pick(pair[0], pair[1], split, path)
+    return pick_split(pair[0], pair[1], split, path)
 
 
 def _as_uint8_images(x: object, path: Path) -> np.ndarray:
@@ -318,164 +364,165 @@ def _as_labels(y: object, count: int, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
-# ---------------------------------------------------------------------------- folders, lists
+# ---------------------------------------------------------------------------- lists
 
 
-_FLAT_NAME = re.compile(r"(\d+)_(\d+)\.(png|jpe?g)", re.IGNORECASE)
-_EXPORT_SPLITS = ("train", "test", "train50k", "val", "valid")
+@dataclass(frozen=True)
+class ListEntry:
+    """One line of a list file: the image (resolved against the list's folder) and its label."""
+
+    path: Path
+    label: int | None
+    line: int
 
 
-def _read_folder(folder: Path, split: str | None) -> Dataset:
-    """A folder of the four IDX files, an export folder, ``<label>/*.png`` or flat names."""
-    train_idx, test_idx = _idx_in_folder(folder, "train"), _idx_in_folder(folder, "t10k")
-    if train_idx or test_idx:
-        from digitlab.data.dataset import SPLITS
+def read_list_file(path: str | os.PathLike, *, labelled: bool = True) -> list[ListEntry]:
+    """The entries of a Caffe list (``path label``) or an MXNet ``.lst``
+    (``index<TAB>label<TAB>path``, labels written as floats by im2rec).
 
-        if split not in SPLITS:
-            raise DigitlabError(f"{folder}: choose a split: {', '.join(SPLITS)}")
-        wanted = test_idx if split == "test" else train_idx
-        if wanted is None:
-            raise DigitlabError(f"{folder}: has no IDX files for the {split} split")
-        part = _read_idx_pair(wanted)
-        return _pick(part, part, split, folder)
-
-    splits = sorted(
-        d.name
-        for d in folder.iterdir()
-        if d.is_dir()
-        and (d.name in _EXPORT_SPLITS or (folder / f"{d.name}.txt").is_file())
-        and not d.name.startswith(".")
-    )
-    if splits:
-        if split is None and len(splits) == 1:
-            split = splits[0]
-        if split not in splits:
-            raise DigitlabError(f"{folder}: choose a split: {', '.join(splits)}")
-        return _read_image_folder(folder / split, f"{folder.name}:{split}")
-    _no_split(folder, split)
-    return _read_image_folder(folder, folder.name)
-
-
-def _read_image_folder(folder: Path, name: str) -> Dataset:
-    digit_dirs = [folder / str(d) for d in range(10) if (folder / str(d)).is_dir()]
-    paths: list[Path] = []
-    labels: list[int] = []
-    if digit_dirs:
-        for d in digit_dirs:
-            files = sorted(_image_files(d), key=_natural_key)
-            paths += files
-            labels += [int(d.name)] * len(files)
-    else:
-        entries = []
-        for p in _image_files(folder):
-            m = _FLAT_NAME.fullmatch(p.name)
-            if not m:
-                raise DigitlabError(
-                    f"{p}: name is not INDEX_LABEL.png (e.g. 000000_7.png) and the folder"
-                    " has no 0-9 subfolders"
-                )
-            entries.append((int(m.group(1)), int(m.group(2)), p))
-        entries.sort(key=lambda e: e[0])
-        for (i, _, p), (j, _, _) in zip(entries, entries[1:], strict=False):
-            if i == j:
-                raise DigitlabError(f"{p}: index {i} appears twice in {folder}")
-        paths = [p for _, _, p in entries]
-        labels = [label for _, label, _ in entries]
-    if not paths:
-        raise DigitlabError(
-            f"{folder}: no MNIST data found (expected IDX files, 0-9 subfolders of images,"
-            " INDEX_LABEL.png images or split subfolders)"
-        )
-    for p, label in zip(paths, labels, strict=True):
-        if label > 9:
-            raise DigitlabError(f"{p}: label {label} is outside 0-9")
-    return _dataset(load_images(paths), np.asarray(labels, np.int64), name)
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return [
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    ]
-
-
-def _natural_key(p: Path) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name))
-
-
-def _read_list(path: Path) -> Dataset:
-    """Caffe ``path label`` lines (.txt) or MXNet ``index<TAB>label<TAB>path`` lines (.lst);
-    relative paths are resolved against the list file's folder."""
+    Paths may hold spaces (Caffe's label is the last field; MXNet's fields are tab-separated)
+    and relative ones are resolved against the list file's folder. With ``labelled=False``
+    (lists of inputs for ``predict``) a line may be just a path and labels are not checked.
+    """
+    path = Path(path)
     mxnet = path.name.lower().endswith(".lst")
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise DigitlabError(f"{path}: cannot read ({exc})") from None
-    paths: list[Path] = []
-    labels: list[int] = []
+        raise DigitlabError(f"{path}: cannot read the list file ({exc})") from None
+    entries = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if mxnet:
-            fields = line.split("\t")
-            if len(fields) != 3:
+        name, label_text = _split_list_line(line, mxnet, labelled, f"{path}:{number}")
+        label = None
+        if label_text is not None:
+            label = _digit_label(label_text)
+            if label is None and labelled:
                 raise DigitlabError(
-                    f"{path}:{number}: expected index<TAB>label<TAB>path, got {len(fields)} fields"
+                    f"{path}:{number}: label {label_text.strip()!r} is not a digit 0-9"
                 )
-            name, label_text = fields[2], fields[1]
-        else:
-            fields = line.rsplit(None, 1)
-            if len(fields) != 2:
-                raise DigitlabError(f"{path}:{number}: expected 'path label'")
-            name, label_text = fields
-        try:
-            value = float(label_text)
-        except ValueError:
-            value = -1.0
-        if not (value.is_integer() and 0 <= value <= 9):
-            raise DigitlabError(f"{path}:{number}: label {label_text.strip()!r} is not a digit 0-9")
-        paths.append(path.parent / name.strip())
-        labels.append(int(value))
-    if not paths:
-        raise DigitlabError(f"{path}: the list is empty")
-    return _dataset(load_images(paths), np.asarray(labels, np.int64), path.name)
+        entries.append(ListEntry(path.parent / name, label, number))
+    return entries
 
 
-# ---------------------------------------------------------------------------- decoding
+def _split_list_line(line: str, mxnet: bool, labelled: bool, where: str) -> tuple[str, str | None]:
+    if mxnet:
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) == 3:
+            return fields[2].strip(), fields[1]
+        if labelled or len(fields) < 2:
+            raise DigitlabError(
+                f"{where}: expected index<TAB>label<TAB>path, got {len(fields)} fields"
+            )
+        return fields[-1].strip(), None
+    fields = line.strip().rsplit(None, 1)
+    if len(fields) == 2 and (labelled or _digit_label(fields[1]) is not None):
+        return fields[0], fields[1]
+    if labelled:
+        raise DigitlabError(f"{where}: expected 'path label'")
+    return line.strip(), None
 
-_PARALLEL_FROM = 4000  # below this, starting worker processes costs more than it saves
+
+def _digit_label(text: str) -> int | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() and 0 <= value <= 9 else None
 
 
-def load_images(paths: Sequence[Path], workers: int | None = None) -> np.ndarray:
-    """Decode 28×28 grayscale images (RGB is converted) into one (N,28,28) uint8 array,
-    over worker processes for large folders: Pillow decodes one in ~20 µs, but the Python
-    around it is per image, so threads would not help."""
-    workers = workers or len(os.sched_getaffinity(0))
-    if workers < 2 or len(paths) < _PARALLEL_FROM:
-        return _decode_chunk(list(paths))
-    chunks = [list(paths[i :: workers * 4]) for i in range(workers * 4)]
-    out = np.empty((len(paths), 28, 28), np.uint8)
-    with ProcessPoolExecutor(workers) as pool:
-        for i, block in enumerate(pool.map(_decode_chunk, chunks)):
-            out[i :: workers * 4] = block
+# ---------------------------------------------------------------------------- folders
+
+NOT_A_DIGIT_FOLDERS = ("none", "not-a-digit")  # class folders whose images are label 10
+NOT_A_DIGIT = 10
+_FLAT_NAME = re.compile(r"(\d+)_(\d+)\.[A-Za-z]+")
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith(".")
+
+
+def class_of_folder(name: str) -> int | None:
+    """The label a class folder stands for: ``0``-``9``, or 10 for ``none``/``not-a-digit``."""
+    if len(name) == 1 and name.isdigit():
+        return int(name)
+    return NOT_A_DIGIT if name.lower() in NOT_A_DIGIT_FOLDERS else None
+
+
+def scan_image_folder(folder: str | os.PathLike) -> list[tuple[Path, int]]:
+    """(image, label) for every image of a labelled folder, in a stable order.
+
+    Two layouts: class subfolders ``0/`` ... ``9/`` (torchvision's ImageFolder, searched
+    recursively, with ``none/`` for images that are not a digit, label 10), or digitlab's
+    flat ``INDEX_LABEL.png`` names (what ``data export`` and ``data augment`` write).
+    Files that are not images are ignored; hidden files and folders too.
+    """
+    folder = Path(folder)
+    try:
+        entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+    except OSError as exc:
+        raise DigitlabError(f"{folder}: cannot list the folder ({exc.strerror})") from None
+    dirs = {e.name: class_of_folder(e.name) for e in entries if e.is_dir()}
+    if any(label is not None for label in dirs.values()):
+        return _scan_class_folders(folder, entries, dirs)
+    return _scan_flat_names(folder, [e.name for e in entries if e.is_file()])
+
+
+def _scan_class_folders(
+    folder: Path, entries: list[os.DirEntry], dirs: dict[str, int | None]
+) -> list[tuple[Path, int]]:
+    unknown = sorted(name for name, label in dirs.items() if label is None)
+    if unknown:
+        raise DigitlabError(
+            f"{folder / unknown[0]}: unknown class folder; expected 0-9, or none/ for images"
+            " that are not a digit"
+        )
+    loose = sorted(e.name for e in entries if e.is_file() and _is_image_name(e.name))
+    if loose:
+        raise DigitlabError(f"{folder / loose[0]}: image outside the class folders 0-9")
+    out: list[tuple[Path, int]] = []
+    for name, label in sorted(dirs.items(), key=lambda item: item[1]):  # type: ignore[arg-type,return-value]
+        files = sorted(_images_under(folder / name), key=_natural_key)
+        if not files:
+            raise DigitlabError(f"{folder / name}: the class folder holds no images")
+        out += [(p, label) for p in files]  # type: ignore[misc]
     return out
 
 
-def _decode_chunk(paths: list[Path]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    out = np.empty((len(paths), 28, 28), np.uint8)
-    for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                if im.size != (28, 28):
-                    raise DigitlabError(f"{p}: image is {im.size[0]}x{im.size[1]}, expected 28x28")
-                if im.mode not in ("L", "LA", "RGB", "RGBA", "P", "1"):
-                    raise DigitlabError(f"{p}: image mode {im.mode} is not 8-bit gray or RGB")
-                out[i] = np.asarray(im if im.mode == "L" else im.convert("L"))
-        except FileNotFoundError:
-            raise DigitlabError(f"{p}: no such image") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DigitlabError(f"{p}: cannot decode image ({exc})") from None
+def _images_under(folder: Path) -> list[Path]:
+    out = []
+    for entry in os.scandir(folder):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            out += _images_under(Path(entry.path))
+        elif _is_image_name(entry.name):
+            out.append(Path(entry.path))
     return out
+
+
+def _scan_flat_names(folder: Path, names: list[str]) -> list[tuple[Path, int]]:
+    found = []
+    for name in names:
+        if not _is_image_name(name):
+            continue
+        m = _FLAT_NAME.fullmatch(name)
+        if not m:
+            raise DigitlabError(
+                f"{folder / name}: name is not INDEX_LABEL.png (e.g. 000000_7.png) and the folder"
+                " has no 0-9 subfolders"
+            )
+        label = int(m.group(2))
+        if label > NOT_A_DIGIT:
+            raise DigitlabError(f"{folder / name}: label {label} is outside 0-9 (10: not a digit)")
+        found.append((int(m.group(1)), label, folder / name))
+    found.sort(key=lambda e: e[0])
+    for (i, _, p), (j, _, _) in zip(found, found[1:], strict=False):
+        if i == j:
+            raise DigitlabError(f"{p}: index {i} appears twice in {folder}")
+    return [(p, label) for _, label, p in found]
+
+
+def _natural_key(p: Path) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p)))
