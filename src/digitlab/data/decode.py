@@ -119,9 +119,10 @@ def _as_gray28(image: ImageInput, name: str) -> np.ndarray:
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601-2 luma, as Pillow's convert("L") computes it."""
-    weights = np.array([299, 587, 114], np.uint32)
-    return ((rgb[..., :3].astype(np.uint32) @ weights + 500) // 1000).astype(np.uint8)
+    """Pillow's grey (ITU-R 601-2 luma) of RGB or RGBA pixels, as for an image file."""
+    from PIL import Image as PILImage
+
+    return np.asarray(PILImage.fromarray(np.ascontiguousarray(rgb[..., :3]), "RGB").convert("L"))
 
 
 # ---------------------------------------------------------------------------- many images
