@@ -34,8 +34,9 @@ def split_stratified(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Datas
             take = min(max(take, 1), len(members) - 1)
         held[rng.choice(members, take, replace=False)] = True
     if not held.any() or held.all():
+        images = f"{len(ds)} image{'' if len(ds) == 1 else 's'}"
         raise DigitlabError(
-            f"{ds.name}: {len(ds)} images cannot be split {1 - fraction:.0%}/{fraction:.0%};"
+            f"{ds.name}: {images} cannot be split {1 - fraction:.0%}/{fraction:.0%};"
             " each part needs at least one image"
         )
     rest = ds.subset(np.flatnonzero(~held), f"{ds.name}[train]")
