@@ -55,7 +55,12 @@ def lmdb_file(path: Path) -> Path:
 def read_lmdb(path: str | os.PathLike) -> tuple[list[ImageInput], list[str], np.ndarray]:
     """Images (encoded bytes, or raw (H,W[,3]) pixels), record keys and labels of a Caffe
     LMDB; a record that is no usable Datum comes back as :class:`Unreadable`."""
-    import lmdb
+    try:
+        import lmdb
+    except ImportError:
+        raise DigitlabError(
+            "reading a Caffe LMDB needs the lmdb package: pip install 'digitlab[caffe]'"
+        ) from None
     from google.protobuf.message import DecodeError
 
     path = Path(path)
