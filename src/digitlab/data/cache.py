@@ -46,7 +46,7 @@ def cache_dir() -> Path:
     return digitlab_home() / "sources"
 
 
-def digest_files(paths: Sequence[Path], names: Sequence[str] | None = None) -> str:
+def digest_files(paths: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> str:
     """SHA-256 over each file's name (when given), size and bytes, in the order given."""
     h = hashlib.sha256()
     for i, path in enumerate(paths):

@@ -155,7 +155,7 @@ class _Plan:
     """The files whose bytes define a source (named where names carry labels) and how to
     read it once they are known to be new."""
 
-    files: list[Path]
+    files: list[Path] | list[str]
     names: list[str] | None
     read: Callable[[], Dataset | _Items]
     where: Callable[[int], str] | None = None  # describes files[i] when it is missing
@@ -298,10 +298,10 @@ def _folder_plan(folder: Path) -> _Plan:
             f"{folder}: no MNIST data found (expected 0-9 class subfolders of images,"
             " INDEX_LABEL.png images, split subfolders, IDX files or an LMDB)"
         )
-    paths = [p for p, _ in entries]
-    names = [p.relative_to(folder).as_posix() for p in paths]
+    names = [name for name, _ in entries]
+    paths = [os.path.join(folder, name) for name in names]
     labels = np.asarray([label for _, label in entries], np.int64)
-    return _Plan(paths, names, lambda: _Items(list(paths), [str(p) for p in paths], labels))
+    return _Plan(paths, names, lambda: _Items(list(paths), paths, labels))
 
 
 def _list_plan(path: Path) -> _Plan:
