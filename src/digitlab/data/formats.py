@@ -189,15 +189,13 @@ def idx_pair(path: Path) -> tuple[Path, Path]:
 
 
 def _idx_files(folder: Path, limit: int = 64) -> list[Path]:
-    """Files of ``folder`` that may be IDX (not images, not hidden; at most ``limit``)."""
-    out = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_file() and not entry.name.startswith(".") and not _is_image_name(entry.name):
-            if idx_header(Path(entry.path)):
-                out.append(Path(entry.path))
-            if len(out) >= limit:
-                break
-    return out
+    """Files of ``folder`` that are IDX (of its first ``limit`` that are not images)."""
+    names = sorted(
+        e.name
+        for e in os.scandir(folder)
+        if not e.name.startswith(".") and not _is_image_name(e.name) and e.is_file()
+    )
+    return [folder / n for n in names[:limit] if idx_header(folder / n)]
 
 
 def idx_pairs_in_folder(folder: Path) -> dict[str, tuple[Path, Path]]:
