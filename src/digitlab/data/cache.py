@@ -31,7 +31,10 @@ from digitlab.paths import digitlab_home
 
 CACHE_VERSION = 1
 MAX_BYTES = 4 << 30  # 60,000 digits take 47 MB: room for about 80 sources
-_CODE = ("decode.py", "formats.py", "tables.py", "caffe_lmdb.py", "recordio.py", "source.py")
+_CODE = (
+    "caffe_lmdb.py", "decode.py", "folders.py", "idx.py", "numpy_files.py", "recordio.py",
+    "source.py", "tables.py",
+)  # fmt: skip
 
 
 class MissingFile(DigitlabError):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitlab.data.formats import read_idx
+from digitlab.data.idx import read_idx
 from digitlab.data.sources import MNIST_FILES, fetch_mnist
 from digitlab.errors import DigitlabError
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.data import cache as source_cache
-from digitlab.data import formats
-from digitlab.data.dataset import SPLITS, Dataset, load_split
+from digitlab.data import folders, idx, numpy_files
+from digitlab.data.dataset import SPLITS, Dataset, load_split, split_of
 from digitlab.data.decode import ImageInput, Unreadable, decode_all
 from digitlab.errors import DigitlabError
 
@@ -87,7 +87,7 @@ def _kind_of(path: Path) -> tuple[str, Path]:
     if path.is_dir():
         if (path / "data.mdb").is_file():
             return "lmdb", path
-        if formats.idx_pairs_in_folder(path):
+        if idx.idx_pairs_in_folder(path):
             return "idx-folder", path
         if _export_splits(path):
             return "export", path
@@ -115,7 +115,7 @@ def _export_splits(folder: Path) -> list[str]:
     """Split subfolders of an export (train/, test/ ..., or any with a list beside it);
     none when the folder has class subfolders."""
     dirs = [e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")]
-    if any(formats.class_of_folder(d) is not None for d in dirs):
+    if any(folders.class_of_folder(d) is not None for d in dirs):
         return []
     return sorted(d for d in dirs if d in _EXPORT_SPLITS or (folder / f"{d}.txt").is_file())
 
@@ -123,7 +123,7 @@ def _export_splits(folder: Path) -> list[str]:
 def _check_split(kind: str, path: Path, split: str | None) -> None:
     if kind == "pickle":
         choices: tuple[str, ...] | list[str] = _PICKLE_SPLITS
-    elif kind == "npz" or (kind == "idx-folder" and "" not in formats.idx_pairs_in_folder(path)):
+    elif kind == "npz" or (kind == "idx-folder" and "" not in idx.idx_pairs_in_folder(path)):
         choices = tuple(SPLITS)
     elif kind == "export":
         choices = _export_splits(path)
@@ -139,6 +139,9 @@ def _check_split(kind: str, path: Path, split: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------- loading
+
+
+_Arrays = tuple[np.ndarray, np.ndarray]  # images (N,28,28) uint8 and labels (N,) int64
 
 
 @dataclass
@@ -157,7 +160,7 @@ class _Plan:
 
     files: list[Path] | list[str]
     names: list[str] | None
-    read: Callable[[], Dataset | _Items]
+    read: Callable[[], _Arrays | _Items]
     where: Callable[[int], str] | None = None  # describes files[i] when it is missing
 
 
@@ -191,10 +194,10 @@ def load_source(
         images, labels, meta = hit
         return _finish(source, images, labels, tuple(meta["skipped"]), strict, digest)
     raw = plan.read()
-    if isinstance(raw, Dataset):
-        images, labels, skipped = raw.images, raw.labels, ()
-    else:
+    if isinstance(raw, _Items):
         images, labels, skipped = _decode(raw, preprocess, workers)
+    else:
+        (images, labels), skipped = raw, ()
     if not len(labels) and not skipped:
         raise DigitlabError(f"{source.path}: holds no images")
     dataset = _finish(source, images, labels, skipped, strict, digest)
@@ -218,7 +221,7 @@ def _decode(
     decoded = decode_all(items.images, items.names, preprocess=preprocess, workers=workers)
     errors = list(decoded.errors)
     if preprocess:  # a blank image labelled as a digit would teach the model a black 7
-        for i in np.flatnonzero(decoded.empty & (items.labels < formats.NOT_A_DIGIT)):
+        for i in np.flatnonzero(decoded.empty & (items.labels < folders.NOT_A_DIGIT)):
             if errors[i] is None:
                 errors[i] = f"{items.names[i]}: no ink found (a blank image)"
     keep = np.array([e is None for e in errors], bool)
@@ -239,7 +242,7 @@ def _finish(
         count = f"{len(skipped)} of {total} images unreadable"
         how = "; strict loading refuses any" if strict else ""
         raise DigitlabError(f"{skipped[0]} ({count}{how})")
-    classes = 11 if len(labels) and labels.max() == formats.NOT_A_DIGIT else 10
+    classes = 11 if len(labels) and labels.max() == folders.NOT_A_DIGIT else 10
     return Dataset(images, labels, source.name, {"source": digest}, classes, skipped)
 
 
@@ -248,14 +251,14 @@ def _plan(source: Source) -> _Plan:
     assert path is not None
     kind, split = source.kind, source.split
     if kind == "idx":
-        pair = formats.idx_pair(path)
-        return _Plan(list(pair), None, lambda: formats.read_idx_pair(*pair))
+        pair = idx.idx_pair(path)
+        return _Plan(list(pair), None, lambda: idx.read_idx_pair(*pair))
     if kind == "idx-folder":
         return _idx_folder_plan(path, split)
     if kind == "pickle":
-        return _Plan([path], None, lambda: formats.read_pickle(path, split))
+        return _Plan([path], None, lambda: numpy_files.read_pickle(path, split))
     if kind == "npz":
-        return _Plan([path], None, lambda: formats.read_npz(path, split))
+        return _Plan([path], None, lambda: _pick(numpy_files.read_npz(path), split))
     if kind == "list":
         return _list_plan(path)
     if kind == "csv":
@@ -277,22 +280,28 @@ def _plan(source: Source) -> _Plan:
 
 
 def _idx_folder_plan(folder: Path, split: str | None) -> _Plan:
-    pairs = formats.idx_pairs_in_folder(folder)
+    pairs = idx.idx_pairs_in_folder(folder)
     if "" in pairs:
-        return _Plan(list(pairs[""]), None, lambda: formats.read_idx_pair(*pairs[""]))
+        return _Plan(list(pairs[""]), None, lambda: idx.read_idx_pair(*pairs[""]))
     wanted = "test" if split == "test" else "train"
     if wanted not in pairs:
         raise DigitlabError(f"{folder}: has no IDX files for the {split} split")
 
-    def read() -> Dataset:
-        part = formats.read_idx_pair(*pairs[wanted])
-        return formats.pick_split(part, part, split, folder)
+    def read() -> _Arrays:
+        part = idx.read_idx_pair(*pairs[wanted])
+        return _pick({"train": part, "test": part}, split)
 
     return _Plan(list(pairs[wanted]), None, read)
 
 
+def _pick(parts: dict[str, _Arrays], split: str | None) -> _Arrays:
+    """One of the tutorial splits of a train/test pair (``val`` is train's last 10,000)."""
+    chosen = split_of({k: Dataset(*v) for k, v in parts.items()}, str(split))
+    return chosen.images, chosen.labels
+
+
 def _folder_plan(folder: Path) -> _Plan:
-    entries = formats.scan_image_folder(folder)
+    entries = folders.scan_image_folder(folder)
     if not entries:
         raise DigitlabError(
             f"{folder}: no MNIST data found (expected 0-9 class subfolders of images,"
@@ -305,7 +314,7 @@ def _folder_plan(folder: Path) -> _Plan:
 
 
 def _list_plan(path: Path) -> _Plan:
-    entries = formats.read_list_file(path)
+    entries = folders.read_list_file(path)
     if not entries:
         raise DigitlabError(f"{path}: the list is empty")
     paths = [e.path for e in entries]
@@ -330,12 +339,7 @@ def _csv_plan(path: Path) -> _Plan:
             " training and evaluation need a label column"
         )
     if layout == "kaggle":
-
-        def read() -> Dataset:
-            images, labels = tables.read_kaggle_csv(path)
-            return Dataset(images, labels, path.name)  # type: ignore[arg-type]
-
-        return _Plan([path], None, read)
+        return _Plan([path], None, lambda: tables.read_kaggle_csv(path))  # type: ignore[return-value]
     rows = tables.read_path_csv(path)
     paths = [r.path for r in rows]
     labels = np.asarray([r.label for r in rows], np.int64)
