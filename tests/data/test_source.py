@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import struct
 from pathlib import Path
@@ -321,3 +322,41 @@ def test_parallel_decoding_matches_one_process(digits):
     few = many[:240]  # above the cut for preprocessing
     one = decode_all(few, names[:240], workers=1)
     assert np.array_equal(one.images, decode_all(few, names[:240], workers=2).images)
+
+
+def _png_with_filters(image: np.ndarray, filters: list[int]) -> bytes:
+    """A 28x28 grey PNG whose row ``y`` is filtered with ``filters[y]`` (0 None, 1 Sub, 2 Up)."""
+    import zlib
+
+    from digitlab.data.export import _png_chunk
+
+    rows = []
+    for y, f in enumerate(filters):
+        row = image[y].astype(np.int16)
+        prior = image[y - 1].astype(np.int16) if y else np.zeros(28, np.int16)
+        left = np.concatenate([[0], row[:-1]])
+        filtered = {0: row, 1: row - left, 2: row - prior}[f] % 256
+        rows.append(bytes([f]) + filtered.astype(np.uint8).tobytes())
+    ihdr = struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def test_png_rows_filtered_none_sub_or_up_decode_as_pillow_reads_them(digits):
+    from digitlab.data.decode import _png28, read_digit
+
+    rng = np.random.default_rng(3)
+    for image in digits.images[:50]:
+        png = _png_with_filters(image, rng.integers(0, 3, 28).tolist())
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), image)  # a valid PNG
+        assert np.array_equal(_png28(png), image)
+    pillow = io.BytesIO()
+    Image.fromarray(digits.images[0]).save(pillow, "PNG")  # Pillow's own filters: its decoder
+    assert np.array_equal(read_digit(pillow.getvalue(), preprocess=False)[0], digits.images[0])
+    cut = _png_with_filters(digits.images[0], [1] * 28)[:-30]
+    with pytest.raises(DigitlabError, match="cut.png: cannot decode image"):
+        read_digit(cut, preprocess=False, name="cut.png")
