@@ -313,7 +313,7 @@ def test_caffe_and_mxnet_lists_resolve_paths_against_the_list_folder(tmp_path, s
     [
         ("imgs/0.png 10\n", r"list.txt:1: label '10' is not a digit"),
         ("imgs/0.png 7\nimgs/0.png\n", r"list.txt:2: expected 'path label'"),
-        ("imgs/none.png 7\n", r"imgs/none.png: no such image"),
+        ("imgs/none.png 7\n", r"list.txt:1: no such image .*imgs/none.png"),
         ("imgs/big.png 7\n", r"imgs/big.png: image is 32x28, expected 28x28"),
         ("\n", r"list.txt: the list is empty"),
     ],
@@ -335,10 +335,10 @@ def test_bad_mxnet_line_names_the_file_and_line(tmp_path):
 def test_unrecognised_sources_say_what_is_expected(tmp_path):
     with pytest.raises(DigitlabError, match="no such file or folder"):
         read_dataset(tmp_path / "missing")
-    (tmp_path / "notes.csv").write_text("x")
-    with pytest.raises(DigitlabError, match="notes.csv: not a recognised MNIST file"):
-        read_dataset(tmp_path / "notes.csv")
-    (tmp_path / "notes.csv").unlink()
+    (tmp_path / "notes.dat").write_text("x")
+    with pytest.raises(DigitlabError, match="notes.dat: not a recognised MNIST file"):
+        read_dataset(tmp_path / "notes.dat")
+    (tmp_path / "notes.dat").unlink()
     with pytest.raises(DigitlabError, match="no MNIST data found"):
         read_dataset(tmp_path)
     (tmp_path / "photo.png").write_bytes(b"")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitlab.data.formats import read_idx
+from digitlab.data.idx import read_idx
 from digitlab.data.sources import MNIST_FILES, fetch_mnist
 from digitlab.errors import DigitlabError
 
@@ -36,6 +36,7 @@ class Dataset:
     name: str = "dataset"
     digests: dict[str, str] = field(default_factory=dict)
     num_classes: int = 10  # 11 with a "not a digit" class
+    skipped: tuple[str, ...] = ()  # why each unreadable image of a user's source was left out
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 3:
