@@ -23,11 +23,12 @@ import numpy as np
 
 from digitlab.data.cache import cache_dir, digest_files, load_entry
 from digitlab.data.dataset import Dataset, load_mnist
-from digitlab.data.decode import decode_all, usable_cores
+from digitlab.data.decode import decode_all
 from digitlab.data.export import encode_png
 from digitlab.data.formats import scan_image_folder
 from digitlab.data.source import load_source
 from digitlab.fileio import write_text_atomic
+from digitlab.system import cpu_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
@@ -125,7 +126,7 @@ does to an image (`digitlab.preprocess.prepare`); without, the digits came back
 ## Machine
 
 {describe("numpy", "pillow", "pyarrow")}
-- {usable_cores()} cores available to this process, shared with other programs
+- {cpu_cores()} cores available to this process, shared with other programs
 - load average before / after: {load_before} and {load_after} (1/5/15 min); other
   programs' load takes cores from the decoding workers, so first loads vary between runs
 

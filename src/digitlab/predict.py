@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from digitlab.data.folders import IMAGE_SUFFIXES, read_list_file
 from digitlab.errors import DigitlabError
 from digitlab.runtime import load_backend
 
@@ -26,16 +27,12 @@ if TYPE_CHECKING:
     from digitlab.numbers.lattice import Reading
     from digitlab.numbers.lines import LineReader
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 # number pieces are scored on these views, averaged: the piece and its four 1-px moves, the
 # views of `digitlab ensemble --tta` (digitlab.ensemble.TTA_SHIFTS), as (dx, dy) px
 PIECE_VIEWS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-MAX_LIST_BYTES = 64 * 1024 * 1024  # a list file of a million entries is about 50 MB
 
 
 class Unreadable(str):
@@ -67,7 +64,7 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
             elif path.is_dir():
                 out.extend(str(f) for f in sorted(path.rglob("*")) if _is_image_name(f))
             elif path.suffix in (".txt", ".lst") and path.is_file():
-                out.extend(str(f) for f in _list_file_entries(path))
+                out.extend(str(e.path) for e in read_list_file(path, labelled=False))
             else:
                 out.append(p)
         except DigitlabError as exc:
@@ -79,25 +76,6 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
 
 def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _list_file_entries(path: Path) -> list[Path]:
-    from digitlab.fileio import read_regular
-
-    data = read_regular(path, MAX_LIST_BYTES, what="list file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        where = f"{exc.reason} at byte {exc.start}"
-        raise DigitlabError(f"cannot read the list file: not UTF-8 text ({where})") from None
-    entries = []
-    for line in text.splitlines():
-        parts = line.strip().split("\t") if path.suffix == ".lst" else line.strip().split()
-        if not parts or not parts[0]:
-            continue
-        rel = parts[-1] if path.suffix == ".lst" else parts[0]
-        entries.append(path.parent / rel)
-    return entries
 
 
 def read_input(path: str) -> bytes:

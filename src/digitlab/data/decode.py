@@ -11,7 +11,6 @@ instead of stopping at the first, so a caller can skip a corrupt file or refuse 
 from __future__ import annotations
 
 import io
-import os
 import struct
 import warnings
 import zlib
@@ -38,14 +37,6 @@ ImageInput = str | Path | bytes | np.ndarray | Unreadable
 # Below these counts starting worker processes costs more than it saves (measured on 2 cores:
 # a plain 28x28 PNG decodes in ~50 us, one through preprocessing in ~0.8 ms).
 _PARALLEL_FROM = {False: 4000, True: 200}
-WORK_SIDE = 512  # the side predict decodes single digits at (Predictor.predict_paths)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, not the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def read_digit(
@@ -59,14 +50,15 @@ def read_digit(
     if isinstance(image, Unreadable):
         raise DigitlabError(f"{name}: {image.reason}")
     if preprocess:
-        from digitlab.preprocess import load_image, prepare
+        from digitlab.inputs import digit_input
+        from digitlab.preprocess import prepare
 
         try:
             if isinstance(image, np.ndarray):
                 img = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+                prepared = prepare(img)
             else:
-                img = load_image(_bytes_of(image), max_side=WORK_SIDE)
-            prepared = prepare(img)
+                prepared = digit_input(_bytes_of(image))  # exactly as predict reads a file
         except DigitlabError as exc:
             raise DigitlabError(f"{name}: {_reason(exc)}") from None
         return prepared.image, prepared.empty
@@ -198,7 +190,10 @@ def decode_all(
     Pillow's decoders and preprocessing hold the GIL for the Python around them, so
     threads would not help; the work goes out as a few contiguous chunks per worker.
     """
-    workers = usable_cores() if workers is None else workers
+    if workers is None:
+        from digitlab.system import cpu_cores
+
+        workers = cpu_cores()
     if workers < 1:
         raise DigitlabError(f"workers must be at least 1, got {workers}")
     n = len(images)

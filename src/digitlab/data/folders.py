@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.errors import DigitlabError
+from digitlab.fileio import UnreadableFile, read_regular
+
+MAX_LIST_BYTES = 256 * 2**20  # a list of a few million lines
 
 # the one set of image suffixes a folder or list is read for (what Pillow decodes of what
 # people save digits as)
@@ -39,10 +42,12 @@ def read_list_file(path: str | os.PathLike, *, labelled: bool = True) -> list[Li
     """
     path = Path(path)
     mxnet = path.name.lower().endswith(".lst")
+    data = read_regular(path, MAX_LIST_BYTES, what="list file")  # never a FIFO or a device
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DigitlabError(f"{path}: cannot read the list file ({exc})") from None
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        where = f"{exc.reason} at byte {exc.start}"
+        raise UnreadableFile(path, f"cannot read the list file: not UTF-8 text ({where})") from None
     entries = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
