@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from digitlab.data.formats import IMAGE_SUFFIXES
+from digitlab.data.folders import is_image_name
 from digitlab.errors import DigitlabError
 from digitlab.fileio import write_bytes_atomic
 from digitlab.preprocess import ImageTooLarge, load_image, prepare
@@ -119,13 +119,7 @@ class SampleStore:
     def _count(folder: Path) -> int:
         try:
             with os.scandir(folder) as entries:
-                return sum(
-                    1
-                    for e in entries
-                    if not e.name.startswith(".")
-                    and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-                    and e.is_file()
-                )
+                return sum(1 for e in entries if is_image_name(e.name) and e.is_file())
         except (FileNotFoundError, NotADirectoryError):
             return 0
 
