@@ -103,8 +103,11 @@ def request(
         return exc.code, exc.read(), dict(exc.headers)
 
 
-def start_server(args: list[str], log: Path, timeout: float = 60) -> Server:
-    """`python -m digitlab serve ARGS` on a free port, returned once /healthz answers 200."""
+def start_server(
+    args: list[str], log: Path, timeout: float = 60, cwd: Path | None = None
+) -> Server:
+    """`python -m digitlab serve ARGS` on a free port (run in ``cwd``), returned once /healthz
+    answers 200."""
     port = free_port()
     with open(log, "wb") as fh:
         process = subprocess.Popen(
@@ -112,6 +115,7 @@ def start_server(args: list[str], log: Path, timeout: float = 60) -> Server:
             stdout=fh,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
+            cwd=cwd,
         )
     server = Server(f"http://127.0.0.1:{port}", port, process, log)
     deadline = time.monotonic() + timeout

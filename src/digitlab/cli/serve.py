@@ -69,6 +69,21 @@ def export_cmd(model: str, fmt: str, out: str | None) -> None:
     help="Seconds a client may take to send its request.",
 )
 @click.option(
+    "--collect",
+    "collect_dir",
+    type=click.Path(file_okay=False),
+    help="Add a collect mode to the page that saves your own samples as DIR/<digit>/*.png "
+    "(for digitlab train finetune --data DIR). Off unless given.",
+    metavar="DIR",
+)
+@click.option(
+    "--collect-max",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most samples --collect keeps in DIR; more are refused.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -84,6 +99,8 @@ def serve_cmd(
     max_upload_mb: float,
     max_batch: int,
     request_timeout: float,
+    collect_dir: str | None,
+    collect_max: int,
     log_level: str,
 ) -> None:
     """Serve the prediction API and the drawing page (http://HOST:PORT/, API docs at /docs)."""
@@ -97,6 +114,8 @@ def serve_cmd(
         max_batch=max_batch,
         request_timeout=request_timeout,
         threads=threads,
+        collect_dir=collect_dir,
+        collect_max=collect_max,
     )
     serve(settings, host=host, port=port, workers=workers, log_level=log_level)
 

@@ -1,7 +1,7 @@
 """The HTTP API and the drawing page: a FastAPI app around one :class:`~digitlab.predict.Predictor`.
 
 Endpoints answer JSON in the contract of ``digitlab predict --json``; every error is
-``{"error": "..."}`` with 408, 413, 415 or 422 for bad requests, never 500. The predictor runs
+``{"error": "..."}`` with 408, 409, 413, 415 or 422 for bad requests, never 500. The predictor runs
 in the thread pool (ONNX Runtime and most of NumPy release the GIL), so the event loop stays
 free to read other requests. Nothing here imports torch unless ``backend="torch"``.
 """
@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from digitlab.errors import DigitlabError
 from digitlab.predict import input_error
 from digitlab.preprocess import ImageTooLarge
+from digitlab.serve.collect import LABELS, CollectRefused, SampleStore, Saved
 from digitlab.serve.middleware import Guard, Metrics, RequestRejected, log, process_metrics
 from digitlab.system import cpu_cores
 from digitlab.version import __version__
@@ -51,6 +52,8 @@ class Settings:
     max_batch: int = 64
     request_timeout: float = 10.0
     threads: int = 0  # predictions running at once; 0: one per core
+    collect_dir: str | None = None  # --collect: where the page saves the user's samples
+    collect_max: int = 10_000  # most samples in collect_dir
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -97,6 +100,19 @@ class BatchResult(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str
+
+
+class CollectCounts(BaseModel):
+    counts: dict[str, int] = Field(description="Samples per label: 0 to 9 and none")
+    total: int
+    max_files: int = Field(description="The most samples the folder may hold (--collect-max)")
+    finetune: str = Field(description="The command that personalises the model with them")
+
+
+class CollectSaved(CollectCounts):
+    label: str
+    file: str = Field(description="The sample's path inside the collect folder")
+    duplicate: bool = Field(description="The same drawing was already saved (no new file)")
 
 
 ERRORS = {
@@ -312,12 +328,66 @@ def create_app(predictor: Any, settings: Settings | None = None) -> Guard:
         body, content_type = Metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.get("/", include_in_schema=False)
-    async def page() -> Response:
-        return FileResponse(STATIC / "index.html")
+    if settings.collect_dir is None:
+
+        @app.get("/", include_in_schema=False)
+        async def page() -> Response:
+            return FileResponse(STATIC / "index.html")
+
+    else:
+        _add_collect(
+            app,
+            SampleStore(settings.collect_dir, settings.collect_max, settings.max_pixels),
+            in_pool,
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return Guard(app, max_body=settings.max_upload_bytes, body_timeout=settings.request_timeout)
+
+
+def _add_collect(app: FastAPI, store: SampleStore, in_pool: Callable[..., Any]) -> None:
+    """The endpoints of ``--collect`` and the page with its collect mode switched on."""
+    page_html = (STATIC / "index.html").read_text().replace("<body>", "<body data-collect>", 1)
+
+    def summary() -> dict[str, Any]:
+        counts = store.counts()
+        return {
+            "counts": counts,
+            "total": sum(counts.values()),
+            "max_files": store.max_files,
+            "finetune": store.finetune_command(),
+        }
+
+    def save(label: str, data: bytes | str) -> tuple[Saved, dict[str, Any]]:
+        if isinstance(data, str):
+            raise DigitlabError(data)
+        saved = store.save(label, data)
+        return saved, summary()
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return HTMLResponse(page_html)
+
+    @app.get("/v1/collect", response_model=CollectCounts, summary="Samples collected so far")
+    async def collect_counts() -> Response:
+        return JSONResponse(await in_pool(summary))
+
+    @app.post(
+        "/v1/collect",
+        status_code=201,
+        response_model=CollectSaved,
+        responses={**ERRORS, 409: {"model": ErrorBody, "description": "The folder is full"}},
+        openapi_extra=_body_doc(many=False),
+        summary="Save one drawn sample of a digit (or of 'none') in the collect folder",
+    )
+    async def collect_sample(
+        request: Request,
+        label: Literal[LABELS] = Query(description="What the sample shows: 0-9 or none"),  # type: ignore[valid-type]
+    ) -> Response:
+        (data,) = await read_images(request, many=False, max_batch=1)
+        saved, counts = await in_pool(save, label, data)
+        body = {"label": saved.label, "file": saved.file, "duplicate": saved.duplicate, **counts}
+        return JSONResponse(body, status_code=200 if saved.duplicate else 201)
 
 
 def _fastapi(**kwargs: Any) -> FastAPI:
@@ -393,6 +463,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, exc: RequestRejected) -> Response:
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(CollectRefused)
+    async def refused(request: Request, exc: CollectRefused) -> Response:
         return error(exc.status, exc.message)
 
     @app.exception_handler(Exception)

@@ -24,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from digitlab.errors import DigitlabError
 from digitlab.serve.app import SETTINGS_ENV, Settings
+from digitlab.serve.collect import SampleStore
 from digitlab.serve.middleware import log
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -170,6 +171,8 @@ def serve(
     from digitlab.predict import Predictor
 
     check_port_free(host, port)
+    if settings.collect_dir is not None:  # a folder that cannot be written fails here, once
+        SampleStore(settings.collect_dir, settings.collect_max, settings.max_pixels)
     predictor = Predictor(settings.model, backend=settings.backend)
     options: dict[str, Any] = {
         "host": host,

@@ -13,6 +13,9 @@
   const seen = document.getElementById("seen");
   const status = document.getElementById("status");
   const fileInput = document.getElementById("file");
+  // `digitlab serve --collect DIR` marks the page; without it there is no collect mode.
+  const collectOn = "collect" in document.body.dataset;
+  const saveButton = document.getElementById("save");
 
   // Each item is a stroke {points: [[x, y], ...]} or an uploaded picture {image, file}.
   let items = [];
@@ -20,6 +23,8 @@
   let timer = null;
   let sequence = 0; // answers to older requests than the latest are dropped
   let mode = "digit";
+  let collectLabel = null; // what the next saved sample shows: "0".."9" or "none"
+  let saving = false;
 
   // -------------------------------------------------------------------- drawing
 
@@ -39,6 +44,7 @@
       if (item.image) drawPicture(item.image);
       else drawStroke(item.points);
     }
+    if (collectOn) updateSave();
   }
 
   function drawPicture(image) {
@@ -120,6 +126,8 @@
     }
     document.getElementById("digit-view").hidden = mode === "number";
     document.getElementById("number-view").hidden = mode !== "number";
+    document.body.classList.toggle("collecting", mode === "collect");
+    document.getElementById("collect").hidden = mode !== "collect";
     for (const radio of document.querySelectorAll('input[name="mode"]')) {
       radio.checked = radio.value === mode;
     }
@@ -136,7 +144,12 @@
     const typing = event.target instanceof HTMLInputElement && event.target.type === "text";
     if (typing || event.altKey || event.metaKey) return;
     const key = event.key.toLowerCase();
-    if ((event.ctrlKey && key === "z") || (!event.ctrlKey && key === "u")) {
+    if (mode === "collect" && !event.ctrlKey && /^[0-9]$/.test(key)) {
+      chooseLabel(key);
+    } else if (mode === "collect" && !event.ctrlKey && key === "s") {
+      event.preventDefault();
+      saveSample();
+    } else if ((event.ctrlKey && key === "z") || (!event.ctrlKey && key === "u")) {
       event.preventDefault();
       undo();
     } else if (!event.ctrlKey && (key === "delete" || key === "c" || key === "escape")) {
@@ -286,6 +299,107 @@
       li.querySelector(".track").setAttribute("aria-valuenow", (100 * p).toFixed(1));
       li.querySelector(".pct").textContent = best < 0 ? "" : percent(p);
     });
+  }
+
+  // -------------------------------------------------------------------- collect mode
+
+  function labelName(label) {
+    return label === "none" ? "not a digit" : label;
+  }
+
+  function buildLabels() {
+    const labels = [..."0123456789", "none"];
+    document.getElementById("labels").replaceChildren(
+      ...labels.map((label) => {
+        const tile = document.createElement("label");
+        tile.className = "tile";
+        tile.dataset.label = label;
+        tile.innerHTML =
+          `<input type="radio" name="label" value="${label}">` +
+          `<span class="name">${labelName(label)}</span>` +
+          `<span class="count" id="count-${label}">0</span>`;
+        tile.querySelector("input").addEventListener("change", () => chooseLabel(label));
+        return tile;
+      }),
+    );
+  }
+
+  function chooseLabel(label) {
+    collectLabel = label;
+    for (const tile of document.querySelectorAll("#labels .tile")) {
+      const chosen = tile.dataset.label === label;
+      tile.classList.toggle("chosen", chosen);
+      tile.querySelector("input").checked = chosen;
+    }
+    updateSave();
+  }
+
+  function updateSave() {
+    saveButton.disabled = saving || !collectLabel || !items.length;
+    saveButton.textContent = collectLabel
+      ? `Save as ${labelName(collectLabel)}`
+      : "Choose what you write";
+  }
+
+  function showCounts(summary) {
+    for (const [label, count] of Object.entries(summary.counts)) {
+      const cell = document.getElementById(`count-${label}`);
+      if (cell) cell.textContent = String(count);
+    }
+    document.getElementById("collect-total").textContent =
+      `${summary.total.toLocaleString()} of at most ${summary.max_files.toLocaleString()} samples`;
+    document.getElementById("finetune").textContent = summary.finetune;
+  }
+
+  async function refreshCounts() {
+    try {
+      const response = await fetch("/v1/collect");
+      const body = await response.json();
+      if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+      showCounts(body);
+    } catch (error) {
+      setStatus(error.message, true);
+    }
+  }
+
+  async function saveSample() {
+    if (saving || !collectLabel || !items.length) return;
+    saving = true;
+    updateSave();
+    const label = collectLabel;
+    const drawn = items.slice(); // strokes begun while saving stay on the pad
+    try {
+      const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+      const form = new FormData();
+      form.append("image", blob, "sample.png");
+      const query = `?label=${encodeURIComponent(label)}`;
+      const response = await fetch(`/v1/collect${query}`, { method: "POST", body: form });
+      const body = await response.json();
+      if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+      showCounts(body);
+      items = items.filter((item) => !drawn.includes(item));
+      redraw();
+      if (items.length) schedule();
+      else showEmpty();
+      const what = labelName(label);
+      setStatus(
+        body.duplicate
+          ? `That drawing of ${what} was already saved.`
+          : `Saved as ${what}: ${body.counts[label]} so far.`,
+      );
+    } catch (error) {
+      setStatus(error.message, true);
+    } finally {
+      saving = false;
+      updateSave();
+    }
+  }
+
+  if (collectOn) {
+    document.getElementById("collect-mode").hidden = false;
+    saveButton.addEventListener("click", saveSample);
+    buildLabels();
+    refreshCounts();
   }
 
   redraw();
