@@ -51,14 +51,28 @@ def write(tmp_path: Path, text: str, name: str = "r.toml") -> str:
     return str(path)
 
 
-def test_every_recipe_in_the_repo_loads_and_is_listed():
+def load_shipped(name: str, tmp_path) -> Recipe:
+    """A shipped recipe; finetune trains on the user's own digits, given with --data."""
+    (tmp_path / "mine" / "7").mkdir(parents=True, exist_ok=True)
+    mine = {"data.train_split": str(tmp_path / "mine")}
+    return load_recipe(name, fields=mine if name == "finetune" else None)
+
+
+def test_every_recipe_in_the_repo_loads_and_is_listed(tmp_path):
     names = list_recipes()
-    assert set(TUTORIALS) | {"default"} <= set(names)
+    assert set(TUTORIALS) | {"default", "finetune"} <= set(names)
     assert {p.stem for p in PACKAGED_RECIPES.glob("*.toml")} == set(names)
     for name in names:
-        recipe = load_recipe(name)
+        recipe = load_shipped(name, tmp_path)
         assert recipe.name == name
         assert recipe.model.name in MODELS
+
+
+def test_finetune_without_data_names_the_missing_folder_and_the_option(cli):
+    r = cli("train", "finetune", "--iters", "1")
+    err = r.stderr.decode()
+    assert r.returncode == 2 and len(err.strip().splitlines()) == 1
+    assert "data.train_split: my-digits: no such file or folder" in err
 
 
 @pytest.mark.parametrize("name", TUTORIALS)
@@ -210,7 +224,7 @@ def test_bad_toml_missing_file_and_unknown_name_are_user_errors(tmp_path):
 
 def test_recipe_round_trips_through_toml(tmp_path):
     for name in list_recipes():
-        recipe = load_recipe(name)
+        recipe = load_shipped(name, tmp_path)
         again = load_recipe(write(tmp_path, recipe_to_toml(recipe), f"{name}.toml"))
         assert again == recipe, name
     assert isinstance(again, Recipe)

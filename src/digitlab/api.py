@@ -138,9 +138,12 @@ def train(
     resume: bool = False,
     device: str = "auto",
     progress: bool = False,
+    calibrate: bool = True,
     **fields: Any,
 ) -> RunResult:
-    """Train a recipe into the run folder ``out`` (or continue it with ``resume``)."""
+    """Train a recipe into the run folder ``out`` (or continue it with ``resume``). A run
+    that starts from a calibrated model (``model.init``) is recalibrated after, unless
+    ``calibrate`` is False."""
     from digitlab.recipes import Recipe
     from digitlab.train.loop import train as run_training
 
@@ -150,7 +153,28 @@ def train(
         chosen = recipe_or_name
     else:
         chosen = recipe(recipe_or_name, **fields)
-    return run_training(chosen, out, resume=resume, device=device, progress=progress)
+    result = run_training(chosen, out, resume=resume, device=device, progress=progress)
+    if calibrate and chosen.model.init is not None and not resume:
+        recalibrate(result.run_dir)
+    return result
+
+
+def recalibrate(run: str | os.PathLike, uploads: int = 1000) -> dict[str, Any] | None:
+    """After fine-tuning a calibrated model: fit temperature and threshold again, on MNIST's
+    val digits (never trained on) plus the run's held-out share of the user's digits, so that
+    rejection holds for both. None when the run did not start from a calibrated model."""
+    from digitlab.artifact import read_meta
+    from digitlab.calibrate import calibrate_artifact
+    from digitlab.recipes import Recipe
+    from digitlab.train.data import held_out_set
+    from digitlab.train.init import init_meta
+
+    meta = read_meta(run)
+    recipe = Recipe.model_validate(meta.recipe or {})
+    start = init_meta(recipe)
+    if start is None or start.rejection is None:
+        return None
+    return calibrate_artifact(str(run), uploads=uploads, held_out=held_out_set(recipe))
 
 
 def evaluate(model: ModelRef = None, split: str = "test") -> Evaluation:

@@ -15,6 +15,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+    from digitlab.data.dataset import Dataset
+
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> float:
     """The T > 0 minimising NLL of ``softmax(logits / T)`` on (held-out) ``labels``."""
@@ -54,6 +56,7 @@ def calibrate_artifact(
     max_digit_rejection: float = 0.005,
     negatives: int | None = None,
     uploads: int = 4000,
+    held_out: Dataset | None = None,
 ) -> dict[str, Any]:
     """Fit temperature and a rejection threshold on held-out data; store them in model.json.
 
@@ -64,12 +67,14 @@ def calibrate_artifact(
     ``uploads`` realistic uploads made from them (digitlab.synth: photos, canvas exports,
     thin pens). Each population is held to it on its own: users' images are harder than
     MNIST's, and ten times as many clean digits would otherwise hide the uploads' rejections.
-    Returns the ``rejection`` block.
+    ``held_out`` digits (a fine-tuned model's own validation share of the user's data) join
+    the val digits, so the operating point holds for the new writer too. Returns the
+    ``rejection`` block.
     """
     import torch
 
     from digitlab.artifact import load_artifact, resolve_artifact, update_meta
-    from digitlab.data.dataset import load_split
+    from digitlab.data.dataset import concat, load_split
     from digitlab.errors import DigitlabError
     from digitlab.evaluate import batched_logits
     from digitlab.models.registry import Normalization
@@ -83,12 +88,14 @@ def calibrate_artifact(
     trained = meta.model_kwargs.get("members") or [meta.recipe or {}]
     for part in trained:
         trained_on = part.get("data", {}).get("train_split", "train")
-        if trained_on != "train50k":
+        if trained_on in ("train", "val", "test"):  # MNIST's val was trained on
             raise DigitlabError(
                 f"{path}: trained on {trained_on!r}, so no held-out split is left to calibrate "
                 "on; train on train50k (validating on val) to calibrate"
             )
     digits = val = load_split("val")
+    if held_out is not None:
+        digits = val = concat(val, held_out.subset(held_out.labels < 10), "val+held-out")
     extra_class = meta.num_classes == 11
     if extra_class:
         n_neg = negatives or max(1, int(trained[0]["data"].get("negatives", 2000)) // 5)

@@ -96,15 +96,25 @@ def evaluate_model(
 
 
 def evaluate_artifact(
-    path: str, split: str = "test", batch_size: int = 1000, per_batch: bool = False
+    path: str,
+    split: str = "test",
+    batch_size: int = 1000,
+    per_batch: bool = False,
+    preprocess: bool = True,
 ) -> dict[str, Any]:
-    """Load a saved model (run folder or model folder) and evaluate it on a named split."""
+    """Load a saved model (run folder or model folder) and evaluate it on a data source:
+    an MNIST split or a user's own labelled digits (digitlab.data.source)."""
     from digitlab.artifact import load_artifact
-    from digitlab.data.dataset import load_split
+    from digitlab.data.source import load_source
     from digitlab.models.registry import Normalization
 
     model, meta = load_artifact(path)
     norm = Normalization(*meta.normalization)
-    result = evaluate_model(model, load_split(split), norm.apply, batch_size, per_batch)
+    data = load_source(split, preprocess=preprocess)
+    if data.num_classes > meta.num_classes:
+        from digitlab.errors import DigitlabError
+
+        raise DigitlabError(f"{split}: holds 'not a digit' images; {path} has no such class")
+    result = evaluate_model(model, data, norm.apply, batch_size, per_batch)
     result["model"] = str(path)
     return result

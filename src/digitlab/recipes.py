@@ -63,6 +63,12 @@ class ModelSection(Section):
     options: dict[str, int | float | bool | str] = Field(
         default_factory=dict, description="keyword arguments for the model's factory"
     )
+    init: str | None = Field(
+        None, description="start from this model's weights: 'bundled', a run or model folder"
+    )
+    freeze: Literal["none", "features"] = Field(
+        "none", description="'features': only the classifier learns (fine-tuning)"
+    )
 
     @field_validator("normalization")
     @classmethod
@@ -117,17 +123,36 @@ def _check_option(model: str, key: str, value: object, default: object) -> None:
 
 
 SPLIT_SIZES = {"train": 60000, "train50k": 50000}
+SPLITS_OF_MNIST = ("train", "train50k", "val", "test")
+MAX_USER_IMAGES = 10_000_000
 
 
 class DataSection(Section):
-    """The splits to train and validate on, and batch sizes."""
+    """What to train, validate and test on, and batch sizes.
 
-    train_split: Literal["train", "train50k"] = "train"
-    val_split: Literal["val", "test"] | None = Field(
-        None, description="'test' only to print what a tutorial printed; never selected on"
+    ``train_split``, ``val_split`` and ``test_split`` are data sources (digitlab.data.source):
+    MNIST's ``train``, ``train50k``, ``val`` and ``test``, or a user's own digits (a folder,
+    a list file, a CSV, a parquet file, an LMDB ...). ``val_fraction`` takes MNIST's last
+    images (as the Keras tutorials did) or a stratified, seeded share of any other source.
+    """
+
+    train_split: str = Field("train", min_length=1, description="a data source")
+    val_split: str | None = Field(
+        None, description="a data source; MNIST 'test' only to print what a tutorial printed"
     )
+    test_split: str = Field("test", min_length=1, description="scored once, at the end")
     val_fraction: float | None = Field(
-        None, gt=0, lt=1, description="validate on this last fraction of train (Keras style)"
+        None, gt=0, lt=1, description="validate on this fraction of the training source"
+    )
+    preprocess: bool = Field(
+        True, description="read image sources as predict reads files (false: already 28x28)"
+    )
+    mnist_mix: int = Field(
+        0,
+        ge=0,
+        le=50_000,
+        description="MNIST train50k digits mixed into a user's training source, so that "
+        "fine-tuning does not forget MNIST's writers (val stays held out for calibration)",
     )
     batch_size: int = Field(gt=0, le=MAX_BATCH)
     eval_batch_size: int = Field(1000, gt=0, le=MAX_BATCH)
@@ -155,15 +180,32 @@ class DataSection(Section):
         "fifth more",
     )
 
+    @field_validator("train_split", "val_split", "test_split")
+    @classmethod
+    def _a_source(cls, v: str | None) -> str | None:
+        """A source is checked for what it is (and that it exists) before anything is read."""
+        if v is not None:
+            from digitlab.data.source import parse_source
+
+            try:
+                parse_source(v)
+            except DigitlabError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
     @model_validator(mode="after")
     def _disjoint(self) -> DataSection:
         if self.val_split is not None and self.val_fraction is not None:
             raise ValueError("set val_split or val_fraction, not both")
         if self.val_split == "val" and self.train_split == "train":
             raise ValueError("val_split 'val' is inside train_split 'train'; use 'train50k'")
+        if self.val_split is not None and self.val_split == self.train_split:
+            raise ValueError("val_split is the training source itself; use val_fraction")
         if self.number_pieces and not self.negatives:
             raise ValueError("number_pieces needs negatives > 0 (the 'not a digit' class)")
-        if self.val_fraction is not None:
+        if self.mnist_mix and self.train_split in SPLITS_OF_MNIST:
+            raise ValueError("mnist_mix adds MNIST to a user's source; train_split is MNIST")
+        if self.val_fraction is not None and self.train_split in SPLIT_SIZES:
             n = SPLIT_SIZES[self.train_split]
             n_val = int(round(n * self.val_fraction))
             if not 1 <= n_val <= n - 1:
@@ -174,9 +216,10 @@ class DataSection(Section):
         return self
 
     def max_train_images(self) -> int:
-        """The most images an epoch can hold (before val_fraction takes its share)."""
-        extra = self.uploads + self.negatives + self.number_pieces
-        return SPLIT_SIZES[self.train_split] + extra
+        """The most images an epoch can hold (before val_fraction takes its share); a user's
+        source is counted at its largest (10 million) until it is read."""
+        extra = self.uploads + self.negatives + self.number_pieces + self.mnist_mix
+        return SPLIT_SIZES.get(self.train_split, MAX_USER_IMAGES) + extra
 
 
 class SolverSection(Section):
@@ -318,8 +361,11 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _never_select_on_test(self) -> Recipe:
         selecting = self.train.select_best is not None
-        if selecting and self.data.val_split == "test":
-            raise ValueError("train.select_best on data.val_split 'test' would select on test")
+        if selecting and self.data.val_split in ("test", self.data.test_split):
+            raise ValueError(
+                f"train.select_best on data.val_split {self.data.val_split!r}, the test "
+                "source, would select on test"
+            )
         if selecting and self.data.val_split is None and self.data.val_fraction is None:
             raise ValueError("train.select_best needs data.val_split or data.val_fraction")
         return self
@@ -355,14 +401,15 @@ class Recipe(Section):
     def num_classes(self) -> int:
         return 11 if self.data.negatives else 10
 
-    def model_options(self) -> dict[str, Any]:
+    def model_options(self, classes: int | None = None) -> dict[str, Any]:
         """The model factory's arguments: the recipe's options, with the class count derived
-        from the data for every model that takes one."""
+        from the data (``classes``, once it is read: a user's ``none/`` folder adds "not a
+        digit" too) for every model that takes one."""
         from digitlab.models import MODELS
 
         options = dict(self.model.options)
         if "num_classes" in inspect.signature(MODELS[self.model.name].factory).parameters:
-            options["num_classes"] = self.num_classes
+            options["num_classes"] = max(classes or 0, self.num_classes)
         return options
 
     def intervals(self, iters_per_epoch: int) -> tuple[int, int | None]:

@@ -12,15 +12,27 @@ from digitlab.errors import DigitlabError
 
 @click.command("evaluate")
 @click.argument("model", metavar="RUN_OR_MODEL")
-@click.option("--split", default="test", show_default=True, help="train, test, train50k or val.")
+@click.option(
+    "--data",
+    "--split",
+    "split",
+    default="test",
+    show_default=True,
+    metavar="SOURCE",
+    help="An MNIST split (train, test, train50k, val) or your own labelled digits: a folder, "
+    "a list, a CSV, a parquet file, an LMDB ...",
+)
+@click.option("--no-preprocess", is_flag=True, help="Images are MNIST-style already (28x28).")
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--per-batch", is_flag=True, help="Each batch's accuracy, as `caffe test`.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate_cmd(model: str, split: str, batch_size: int, per_batch: bool, as_json: bool) -> None:
+def evaluate_cmd(
+    model: str, split: str, no_preprocess: bool, batch_size: int, per_batch: bool, as_json: bool
+) -> None:
     """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
     from digitlab.evaluate import evaluate_artifact
 
-    r = evaluate_artifact(model, split, batch_size, per_batch)
+    r = evaluate_artifact(model, split, batch_size, per_batch, preprocess=not no_preprocess)
     if as_json:
         click.echo(json.dumps(r))
         return

@@ -8,6 +8,7 @@ import sys
 import click
 
 from digitlab.cli.common import set_option
+from digitlab.data import SOURCE_HELP
 
 
 def _run_name(recipe: str) -> str:
@@ -50,6 +51,15 @@ def _run_name(recipe: str) -> str:
     show_default=True,
     help="Seconds a worker waits for the others before the job stops.",
 )
+@click.option("--data", "data_source", metavar="SOURCE", help=f"Train on: {SOURCE_HELP}.")
+@click.option("--val", "val_source", metavar="SOURCE", help="Validate on this source.")
+@click.option("--test", "test_source", metavar="SOURCE", help="Score the final model on it.")
+@click.option(
+    "--init", metavar="MODEL", help="Start from this model's weights ('bundled', a folder)."
+)
+@click.option(
+    "--freeze", type=click.Choice(["none", "features"]), help="Only the classifier learns."
+)
 def train_cmd(
     recipe: str | None,
     overrides: tuple[str, ...],
@@ -63,10 +73,17 @@ def train_cmd(
     nproc: int,
     threads: int | None,
     worker_timeout: float,
+    data_source: str | None,
+    val_source: str | None,
+    test_source: str | None,
+    init: str | None,
+    freeze: str | None,
 ) -> None:
     """Train a RECIPE (a name from recipes/ or a .toml path; default: `default`).
 
-    With --nproc N, or under torchrun, the workers share every batch (DistributedDataParallel)
+    --data/--val/--test take any data source (your own digits too); `train finetune --data
+    DIR` personalises the bundled model on DIR's class folders and recalibrates it. With
+    --nproc N, or under torchrun, the workers share every batch (DistributedDataParallel)
     and rank 0 writes the run folder; see the README.
     """
     import os
@@ -89,7 +106,20 @@ def train_cmd(
         overrides += (f"train.epochs={epochs}",)
     if iters is not None:
         overrides += (f"train.iters={iters}",)
-    spec = load_recipe(recipe or "default", overrides)
+    fields = {
+        key: value
+        for key, value in (
+            ("data.train_split", data_source),
+            ("data.val_split", val_source),
+            ("data.test_split", test_source),
+            ("model.init", init),
+            ("model.freeze", freeze),
+        )
+        if value is not None
+    }
+    if val_source is not None:
+        fields["data.val_fraction"] = None
+    spec = load_recipe(recipe or "default", overrides, fields)
     run_dir = out or _run_name(recipe or "default")
     try:
         if nproc > 1:
@@ -120,6 +150,15 @@ def train_cmd(
         f"after {result.iterations} iterations, {m['train_seconds']:.1f}s of training"
     )
     click.echo(f"model: {Path(run_dir) / 'model.safetensors'}")
+    if spec.model.init is not None and not resume:
+        from digitlab.api import recalibrate
+
+        block = recalibrate(run_dir)
+        if block is not None:
+            click.echo(
+                f"recalibrated: threshold {block['threshold']:.3f}, "
+                f"{block['val_digits_rejected']:.2%} of held-out digits rejected"
+            )
 
 
 @click.command("ensemble")

@@ -66,6 +66,18 @@ class Dataset:
         return torch.from_numpy(self.images), torch.from_numpy(self.labels)
 
 
+def concat(a: Dataset, b: Dataset, name: str) -> Dataset:
+    """Two sets as one (the larger class count of the two)."""
+    return Dataset(
+        np.concatenate([a.images, b.images]),
+        np.concatenate([a.labels, b.labels]).astype(np.int64),
+        name,
+        {**a.digests, **b.digests},
+        max(a.num_classes, b.num_classes),
+        a.skipped + b.skipped,
+    )
+
+
 def load_mnist(
     cache_dir: str | os.PathLike | None = None, mirror: str | None = None
 ) -> dict[str, Dataset]:

@@ -30,17 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.data import SOURCE_HELP, folders, idx, numpy_files
 from digitlab.data import cache as source_cache
-from digitlab.data import folders, idx, numpy_files
 from digitlab.data.dataset import SPLITS, Dataset, load_split, split_of
 from digitlab.data.decode import ImageInput, Unreadable, decode_all
 from digitlab.errors import DigitlabError
 
-SOURCE_HELP = (
-    "train, train50k, val, test; a folder (0/-9/ subfolders or INDEX_LABEL.png files, "
-    "FOLDER:SPLIT for an export); a Caffe .txt or MXNet .lst list; a Kaggle or path,label "
-    ".csv; mnist.pkl.gz:SPLIT; mnist.npz:SPLIT; an IDX file; a .parquet; a Caffe LMDB; a .rec"
-)
 _PICKLE_SPLITS = ("train", "val", "valid", "test", "train50k")
 _EXPORT_SPLITS = ("train", "test", "train50k", "val", "valid")
 

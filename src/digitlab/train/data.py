@@ -11,49 +11,126 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from digitlab.data.dataset import Dataset
     from digitlab.recipes import Recipe
 
 
-def training_splits(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, str]]:
-    """The recipe's training set and validation set (a named split or the Keras-style tail)."""
-    from digitlab.data.dataset import load_mnist, split_of
+def training_splits(
+    recipe: Recipe, note: Callable[[str], None] | None = None
+) -> tuple[Dataset, Dataset | None, dict[str, str]]:
+    """The recipe's training and validation sets, with synthetic data mixed in, and the
+    digests of what they were made from. ``note`` hears what a user should know (images
+    skipped as unreadable, test images that are also training images)."""
     from digitlab.synth.mixing import with_negatives, with_uploads
 
-    mnist = load_mnist()
-    digests = {**mnist["train"].digests, **mnist["test"].digests}
-    train = split_of(mnist, recipe.data.train_split)
+    data = recipe.data
+    train, digests = source_set(recipe, data.train_split)
     val = None
-    if recipe.data.val_fraction:
-        n_val = int(round(len(train) * recipe.data.val_fraction))
-        val = train.subset(slice(len(train) - n_val, None), f"last {n_val} of {train.name}")
-        train = train.subset(slice(0, len(train) - n_val), train.name)
-    elif recipe.data.val_split:
-        val = split_of(mnist, recipe.data.val_split)
-    if recipe.data.uploads:
-        train = with_uploads(train, recipe.data.uploads, 2 * recipe.seed + 1)
+    if data.val_fraction:
+        train, val = _hold_out(recipe, train)
+    elif data.val_split:
+        val, more = source_set(recipe, data.val_split)
+        digests.update(more)
+    if data.mnist_mix:
+        train = _with_mnist(train, data.mnist_mix, recipe.seed)
+    if note is not None:
+        _notes(recipe, train, note)
+    if data.uploads:
+        train = with_uploads(train, data.uploads, 2 * recipe.seed + 1)
         if val is not None:
-            val = with_uploads(val, max(1, recipe.data.uploads // 5), 2 * recipe.seed + 2)
-    if recipe.data.negatives:
-        pieces = recipe.data.number_pieces
-        train = with_negatives(train, recipe.data.negatives, 2 * recipe.seed + 1, pieces)
+            val = with_uploads(val, max(1, data.uploads // 5), 2 * recipe.seed + 2)
+    if data.negatives:
+        pieces = data.number_pieces
+        train = with_negatives(train, data.negatives, 2 * recipe.seed + 1, pieces)
         if val is not None:
-            val = with_negatives(
-                val, max(1, recipe.data.negatives // 5), 2 * recipe.seed + 2, pieces // 5
-            )
+            val = with_negatives(val, max(1, data.negatives // 5), 2 * recipe.seed + 2, pieces // 5)
     return train, val, digests
 
 
-def training_size(recipe: Recipe) -> int:
-    """The number of images :func:`training_splits` trains on, without building them."""
-    from digitlab.data.dataset import load_mnist, split_of
+def source_set(recipe: Recipe, spec: str) -> tuple[Dataset, dict[str, str]]:
+    """One source of the recipe as a Dataset, and the digests that identify it."""
+    from digitlab.data.dataset import SPLITS, load_mnist, split_of
+    from digitlab.data.source import load_source
 
-    n = len(split_of(load_mnist(), recipe.data.train_split))
+    if spec in SPLITS:  # MNIST: its four files' digests, as every run has recorded them
+        mnist = load_mnist()
+        return split_of(mnist, spec), {**mnist["train"].digests, **mnist["test"].digests}
+    ds = load_source(spec, preprocess=recipe.data.preprocess)
+    return ds, {f"source:{spec}": ds.digests.get("source", "")}
+
+
+def test_set(recipe: Recipe) -> Dataset:
+    """What the finished model is scored on, once (never selected on)."""
+    return source_set(recipe, recipe.data.test_split)[0]
+
+
+def held_out_set(recipe: Recipe) -> Dataset | None:
+    """The validation share of a user's source (what a fine-tuned model never trained on),
+    or None when the recipe validates on MNIST or not at all."""
+    from digitlab.data.dataset import SPLITS
+
+    data = recipe.data
+    if data.val_fraction and data.train_split not in SPLITS:
+        return _hold_out(recipe, source_set(recipe, data.train_split)[0])[1]
+    if data.val_split and data.val_split not in SPLITS:
+        return source_set(recipe, data.val_split)[0]
+    return None
+
+
+def _hold_out(recipe: Recipe, train: Dataset) -> tuple[Dataset, Dataset]:
+    """MNIST's last images (as the Keras tutorials held them out), or a stratified, seeded
+    share of every class of a user's source."""
+    from digitlab.data.dataset import SPLITS
+    from digitlab.data.splits import split_stratified
+
+    fraction = float(recipe.data.val_fraction or 0)
+    if recipe.data.train_split in SPLITS:
+        n_val = int(round(len(train) * fraction))
+        val = train.subset(slice(len(train) - n_val, None), f"last {n_val} of {train.name}")
+        return train.subset(slice(0, len(train) - n_val), train.name), val
+    return split_stratified(train, fraction, recipe.seed)
+
+
+def _with_mnist(train: Dataset, n: int, seed: int) -> Dataset:
+    """A user's set plus ``n`` MNIST train50k digits drawn with ``seed`` (val stays out)."""
+    import numpy as np
+
+    from digitlab.data.dataset import concat, load_split
+
+    mnist = load_split("train50k")
+    pick = np.random.default_rng(seed + 17).choice(len(mnist), size=n, replace=False)
+    return concat(train, mnist.subset(pick), f"{train.name}+{n} MNIST train50k digits")
+
+
+def _notes(recipe: Recipe, train: Dataset, note: Callable[[str], None]) -> None:
+    from digitlab.data.dataset import SPLITS
+    from digitlab.data.splits import count_duplicates
+
+    if train.skipped:
+        note(f"{len(train.skipped)} images of {train.name} skipped, e.g. {train.skipped[0]}")
+    if recipe.data.train_split not in SPLITS or recipe.data.test_split not in SPLITS:
+        same = count_duplicates(train, test_set(recipe))
+        if same:
+            note(f"warning: {same} test images are also in the training data; the test "
+                 "score will read high")  # fmt: skip
+
+
+def training_size(recipe: Recipe) -> int:
+    """The number of images :func:`training_splits` trains on (a user's source is read,
+    or found in the cache, to count it)."""
+    from digitlab.data.dataset import SPLITS, load_mnist, split_of
+
+    spec = recipe.data.train_split
+    mnist = spec in SPLITS
+    n = len(split_of(load_mnist(), spec) if mnist else source_set(recipe, spec)[0])
     if recipe.data.val_fraction:
         n -= int(round(n * recipe.data.val_fraction))
-    return n + recipe.data.uploads + recipe.data.negatives + recipe.data.number_pieces
+    extra = recipe.data.uploads + recipe.data.negatives + recipe.data.number_pieces
+    return n + extra + recipe.data.mnist_mix
 
 
 def total_iterations(recipe: Recipe, iters_per_epoch: int) -> int:

@@ -27,7 +27,13 @@ from digitlab.train.checkpoint import (
     prune_partial_files,
     save_checkpoint,
 )
-from digitlab.train.data import epoch_order, total_iterations, training_size, training_splits
+from digitlab.train.data import (
+    epoch_order,
+    test_set,
+    total_iterations,
+    training_size,
+    training_splits,
+)
 from digitlab.train.distributed import (
     DEFAULT_TIMEOUT_S,
     check_shards,
@@ -40,6 +46,7 @@ from digitlab.train.distributed import (
     threads_per_worker,
     wrap,
 )
+from digitlab.train.init import init_meta, start_from
 from digitlab.train.runfolder import (
     RunLock,
     check_same_model,
@@ -74,7 +81,7 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     import torch
 
     s = recipe.solver
-    named = list(model.named_parameters())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # not frozen
     groups = [{"params": [p for n, p in named if not n.endswith(".bias")], "lr_mult": 1.0}]
     biases = [p for n, p in named if n.endswith(".bias")]
     if biases:
@@ -262,6 +269,7 @@ class _Run:
     train_ds: Dataset
     val_ds: Dataset | None
     digests: dict[str, str]
+    classes: int  # the model's outputs: the data's classes, or the init model's
     x: torch.Tensor  # every training image and label, on the device
     y: torch.Tensor
     ipe: int  # iterations per epoch
@@ -377,17 +385,20 @@ def _build(
 
     seed = int(recipe.seed)
     torch.manual_seed(seed)
-    train_ds, val_ds, digests = training_splits(recipe)
+    notes: list[str] = []
+    train_ds, val_ds, digests = training_splits(recipe, notes.append)
     norm = (
         Normalization(*recipe.model.normalization)
         if recipe.model.normalization
         else get_entry(recipe.model.name).normalization
     )
-    model = create_model(recipe.model.name, **recipe.model_options()).to(dev)
+    init = init_meta(recipe)
+    classes = max(train_ds.num_classes, init.num_classes if init else 0)  # keeps "not a digit"
+    model = create_model(recipe.model.name, **recipe.model_options(classes))
+    model = start_from(model, recipe).to(dev)
     with torch.no_grad():  # eval mode: the probe must not touch BN statistics or the RNG
         outputs = model.eval()(torch.zeros(1, 1, 28, 28, device=dev)).shape[-1]
-    if outputs != train_ds.num_classes:
-        classes = train_ds.num_classes
+    if outputs != classes:
         raise DigitlabError(
             f"recipe {recipe.name}: model {recipe.model.name} has {outputs} outputs but the data "
             f"has {classes} classes (set model.options.num_classes = {classes})"
@@ -408,6 +419,8 @@ def _build(
         if world.is_main
         else SilentLog()
     )
+    for line in notes:
+        log.text(line)
     if world.active:
         # the same initial weights everywhere (same seed), then one dropout stream per worker
         torch.manual_seed(rank_seed(seed, world.rank))
@@ -428,6 +441,7 @@ def _build(
         train_ds=train_ds,
         val_ds=val_ds,
         digests=digests,
+        classes=classes,
         x=x,
         y=y,
         ipe=ipe,
@@ -622,12 +636,11 @@ def _finish(run: _Run) -> RunResult:
     """Score the saved model (the best validation weights when selecting, else the final
     ones) on the test set, write the artifact and the test event."""
     from digitlab.artifact import ModelMeta, save_artifact
-    from digitlab.data.dataset import load_split
 
     if run.best.state is not None:
         run.model.load_state_dict(run.best.state)
     elapsed, compute, it = run.clock.elapsed, run.clock.compute, run.it
-    test = _score(run, load_split("test"))
+    test = _score(run, test_set(run.recipe))
     val = _score(run, run.val_ds) if run.val_ds is not None else None
     metrics: dict[str, Any] = {
         "test_accuracy": test["accuracy"],
@@ -644,10 +657,10 @@ def _finish(run: _Run) -> RunResult:
     if run.best.metric:
         metrics.update(selected_by=run.best.metric, selected_iter=run.best.iteration)
     if run.world.is_main:
-        recipe, classes = run.recipe, run.train_ds.num_classes
+        recipe, classes = run.recipe, run.classes
         meta = ModelMeta(
             architecture=recipe.model.name,
-            model_kwargs=recipe.model_options(),
+            model_kwargs=recipe.model_options(classes),
             normalization=(run.norm.shift, run.norm.scale),
             classes=list(range(10)) + (["not-a-digit"] if classes == 11 else []),
             recipe=recipe.model_dump(mode="json"),
