@@ -90,8 +90,8 @@ def checkpoint_at(run_dir: Path, iteration: int) -> Path:
     for path in checkpoints_newest_first(run_dir):
         if _iteration_of(path) == iteration:
             return path
-    raise DigitlabError(f"{run_dir} has no checkpoint at iteration {iteration}; "
-                        f"{_inventory(run_dir)}")  # fmt: skip
+    missing = f"{run_dir} has no checkpoint at iteration {iteration}"
+    raise DigitlabError(f"{missing}; {_inventory(run_dir)}")
 
 
 def _iteration_of(path: Path) -> int:
@@ -102,7 +102,7 @@ def _iteration_of(path: Path) -> int:
 def _inventory(run_dir: Path) -> str:
     its = sorted(_iteration_of(p) for p in checkpoints_newest_first(run_dir))
     if not its:
-        return f"{run_dir} has no checkpoints"
+        return "it has none"
     shown = ", ".join(str(i) for i in its[:12]) + (", ..." if len(its) > 12 else "")
     return f"it has checkpoints at iterations {shown}"
 
