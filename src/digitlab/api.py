@@ -178,14 +178,16 @@ def recalibrate(run: str | os.PathLike, uploads: int = 1000) -> dict[str, Any] |
 
 
 def evaluate(model: ModelRef = None, split: str = "test") -> Evaluation:
-    """Score a trained model (run or model folder; the bundled one by default) on a split."""
-    from digitlab.artifact import find_model
+    """Score a trained model (run or model folder, or a checkpoint: ``RUN@5000`` or
+    ``RUN/checkpoints/iter_0005000.safetensors``; the bundled one by default) on any data
+    source: MNIST's ``test`` by default, or a user's labelled folder, list, CSV ..."""
     from digitlab.evaluate import evaluate_artifact
+    from digitlab.train.checkpoint_models import is_checkpoint, model_folder
 
-    folder = find_model(model)
-    r = evaluate_artifact(str(folder), split)
+    with model_folder(model) as folder:
+        r = evaluate_artifact(str(folder), split)
     return Evaluation(
-        str(folder),
+        str(model) if is_checkpoint(model) else str(folder),
         split,
         r["accuracy"],
         r["loss"],

@@ -6,15 +6,27 @@ import click
 
 
 @click.command("export")
-@click.argument("model", metavar="RUN_OR_MODEL")
+@click.argument("model", metavar="RUN_OR_MODEL_OR_CHECKPOINT")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="File to write [model.onnx beside].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="File to write [model.onnx beside model.json; required for a checkpoint].",
+)
 def export_cmd(model: str, fmt: str, out: str | None) -> None:
     """Export a model to ONNX (normalisation included, input uint8 pixels N x 28 x 28), checked
-    against torch on MNIST test digits; `digitlab serve` runs it on ONNX Runtime."""
-    from digitlab.export import export_checked
+    against torch on MNIST test digits; `digitlab serve` runs it on ONNX Runtime.
 
-    r = export_checked(model, out)
+    A checkpoint (RUN/checkpoints/iter_0005000.safetensors or RUN@5000) exports too, to --out:
+    it has no model folder to write model.onnx into.
+    """
+    from digitlab.export import export_checked
+    from digitlab.train.checkpoint_models import is_checkpoint, model_folder
+
+    if out is None and is_checkpoint(model):
+        raise click.UsageError("a checkpoint has no model folder to write into: give --out FILE")
+    with model_folder(model) as folder:
+        r = export_checked(folder, out)
     click.echo(
         f"wrote {r.path} ({r.path.stat().st_size:,} bytes); max |logit difference| "
         f"from torch on {r.checked:,} MNIST test digits: {r.max_abs_diff:.2g}"

@@ -25,6 +25,12 @@ def _run_name(recipe: str) -> str:
 @click.option("--iters", type=int, help="Train this many iterations (overrides the recipe).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/<recipe>-<time>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--from-checkpoint",
+    metavar="ITER_OR_PATH",
+    help="With --resume: continue from this checkpoint (an iteration, RUN@ITER or the file) "
+    "instead of the newest; the checkpoints and metrics after it are removed.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal].")
 @click.option(
@@ -67,6 +73,7 @@ def train_cmd(
     iters: int | None,
     out: str | None,
     resume: bool,
+    from_checkpoint: str | None,
     device: str,
     progress: bool | None,
     tensorboard: bool,
@@ -90,6 +97,7 @@ def train_cmd(
     from pathlib import Path
 
     from digitlab.recipes import load_recipe
+    from digitlab.train.checkpoint_models import rewind
     from digitlab.train.distributed import WorkerFailedError
     from digitlab.train.launch import WorkerRequest, launch_workers
     from digitlab.train.loop import train
@@ -98,6 +106,8 @@ def train_cmd(
         raise click.UsageError("give --epochs or --iters, not both")
     if resume and not out:
         raise click.UsageError("--resume needs --out RUN_FOLDER")
+    if from_checkpoint is not None and not resume:
+        raise click.UsageError("--from-checkpoint continues a run: give --resume --out RUN")
     if nproc > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
         raise click.UsageError("--nproc starts workers; under torchrun use --nproc_per_node")
     if resume and recipe is None and (Path(out) / "recipe.toml").is_file():
@@ -121,6 +131,8 @@ def train_cmd(
         fields["data.val_fraction"] = None
     spec = load_recipe(recipe or "default", overrides, fields)
     run_dir = out or _run_name(recipe or "default")
+    if from_checkpoint is not None:  # then --resume continues from it: the newest now
+        rewind(Path(run_dir), from_checkpoint, spec)
     try:
         if nproc > 1:
             request = WorkerRequest(
