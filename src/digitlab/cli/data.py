@@ -164,8 +164,15 @@ def data_augment_preview(
     help="Versions of every digit (the first is the original unless --no-originals).",
 )
 @click.option(
-    "--split", default="train50k", show_default=True, help="train, test, train50k or val."
+    "--split",
+    "--data",
+    "split",
+    default="train50k",
+    show_default=True,
+    metavar="SOURCE",
+    help="An MNIST split or any data source (an exported folder, a list file ...).",
 )
+@click.option("--no-preprocess", is_flag=True, help="The source is MNIST-style already.")
 @click.option(
     "--originals/--no-originals",
     default=True,
@@ -180,6 +187,7 @@ def data_augment(
     out: str,
     copies: int,
     split: str,
+    no_preprocess: bool,
     originals: bool,
     overrides: tuple[str, ...],
     seed: int,
@@ -187,11 +195,11 @@ def data_augment(
 ) -> None:
     """Write an augmented SPLIT as OUT/train/000000_5.png … plus Caffe/MXNet list files."""
     from digitlab.augment import augment_to_folder, describe
-    from digitlab.data.dataset import load_split
+    from digitlab.data.source import load_source
     from digitlab.recipes import load_recipe
 
     cfg = load_recipe(recipe, overrides).augment
-    dataset = load_split(split)
+    dataset = load_source(split, preprocess=not no_preprocess)
     report = augment_to_folder(dataset, cfg, out, copies, seed, originals, fmt=fmt)
     click.echo(f"augmentation: {describe(cfg)}")
     click.echo(f"wrote {report.count:,} images ({len(dataset):,} x {copies}) to {report.folder}")
