@@ -37,7 +37,10 @@ def test_a_regular_file_is_read_whole_up_to_the_limit(tmp_path):
 
 def test_fifos_devices_folders_and_missing_files_are_refused(tmp_path):
     os.mkfifo(tmp_path / "pipe")
-    assert refusal(tmp_path / "pipe", what="model") == "is a FIFO (named pipe), not a regular file"
+    assert (
+        refusal(tmp_path / "pipe", what="model")
+        == "is a FIFO (named pipe), not a regular model file"
+    )
     assert refusal("/dev/zero") == "is a character device, not a regular file"
     assert refusal(tmp_path) == "is a directory, not a regular file"
     assert refusal(tmp_path / "nope", what="recipe") == (

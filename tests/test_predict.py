@@ -322,7 +322,7 @@ def test_fifos_devices_and_oversize_files_are_per_file_errors_not_hangs(tmp_path
     assert time.monotonic() - start < 30
     assert r.returncode == 2 and "Traceback" not in r.stderr.decode()
     out = [json.loads(line) for line in r.stdout.decode().splitlines()]
-    fifo, device = "is a FIFO (named pipe), not a regular file", "is a character device"
+    fifo, device = "is a FIFO (named pipe), not a regular image file", "is a character device"
     expected = [
         (str(good), 7), (str(tmp_path / "direct.png"), fifo), ("/dev/zero", device),
         (str(folder / "a.png"), 2), (str(folder / "b.png"), fifo),

@@ -204,9 +204,9 @@ def test_fifos_devices_folders_and_oversize_files_are_refused_without_reading(tm
     with open(sparse, "wb") as fh:
         fh.truncate(MAX_IMAGE_BYTES + 1)  # sparse: nothing is written, nothing need be read
     cases = {
-        fifo: "is a FIFO (named pipe), not a regular file",
-        "/dev/zero": "is a character device, not a regular file",
-        tmp_path: "is a directory, not a regular file",
+        fifo: "is a FIFO (named pipe), not a regular image file",
+        "/dev/zero": "is a character device, not a regular image file",
+        tmp_path: "is a directory, not a regular image file",
         sparse: f"the image is {MAX_IMAGE_BYTES + 1:,} bytes; at most {MAX_IMAGE_BYTES:,} are read",
     }
     with ThreadPoolExecutor(len(cases)) as pool:
