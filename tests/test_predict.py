@@ -4,6 +4,7 @@ rejection of non-digits, per-file errors, folders and stdin."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -13,6 +14,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from digitlab.artifact import BUNDLED_MODEL
@@ -421,3 +424,123 @@ def test_number_boxes_stay_inside_the_image(predictor, mnist):
         assert min(x, y) >= 0 and min(w, h) >= 1
         assert x + w <= width and y + h <= height, d["box"]
     assert max(d["box"][1] + d["box"][3] for d in r["digits"]) == height  # ink to the edge
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+PREDICT_EXAMPLES = 150
+FUZZ_MODES = [
+    ("PNG", "L"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "1"), ("PNG", "I;16"), ("JPEG", "RGB"),
+    ("JPEG", "CMYK"), ("GIF", "P"), ("BMP", "RGB"), ("TIFF", "F"), ("TIFF", "LAB"),
+    ("TIFF", "YCbCr"), ("TIFF", "I;16"), ("WEBP", "RGBA"),
+]  # fmt: skip
+
+
+@st.composite
+def fuzz_inputs(draw) -> tuple[str, bytes]:
+    """(kind, bytes) of one input: an image of any mode, maybe damaged, or junk, or a
+    list file of any bytes, or a FIFO, a device, a folder, a missing path."""
+    kind = draw(st.sampled_from(["image"] * 5 + ["junk", "list", "fifo", "device", "dir", "none"]))
+    if kind == "junk":
+        return kind, draw(st.binary(max_size=1024))
+    if kind == "list":
+        names = st.sampled_from(["a.png", "missing.png", "/dev/zero", "pipe.png", "\0", "é"])
+        text = "\n".join(draw(st.lists(names, max_size=4))).encode()
+        return kind, text if draw(st.booleans()) else draw(st.binary(max_size=64))
+    if kind != "image":
+        return kind, b""
+    fmt, mode = draw(st.sampled_from(FUZZ_MODES))
+    w, h = draw(st.integers(1, 300)), draw(st.integers(1, 120))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    gray = np.full((h, w), 235, np.uint8)
+    if draw(st.booleans()):
+        gray = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    else:  # a few strokes, some touching the edges
+        for _ in range(draw(st.integers(0, 4))):
+            x, y = int(rng.integers(w)), int(rng.integers(h))
+            gray[y : y + max(1, h // 2), x : x + max(1, w // 12)] = 15
+    if mode == "F":
+        arr = gray.astype(np.float32) / draw(st.sampled_from([1.0, 255.0]))
+        for value in draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), max_size=3)):
+            arr[rng.integers(h), rng.integers(w)] = value
+        img = Image.fromarray(arr, "F")
+    elif mode == "I;16":
+        bits = draw(st.sampled_from([10, 12, 16]))
+        img = Image.fromarray((gray.astype(np.uint32) * (2**bits - 1) // 255).astype(np.uint16))
+    else:
+        img = Image.fromarray(gray, "L").convert("RGB").convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    data = buf.getvalue()
+    if draw(st.integers(0, 4)) == 0:
+        data = data[: draw(st.integers(0, len(data)))]
+    return kind, data
+
+
+def _make_input(folder, i: int, kind: str, data: bytes) -> str:
+    path = folder / f"{i:03d}.{'txt' if kind == 'list' else 'png'}"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        return "/dev/zero"
+    elif kind == "dir":
+        path.mkdir()
+    elif kind != "none":
+        path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # a hang (a FIFO opened for reading) fails here, it does not stall
+def test_fuzzed_inputs_each_get_one_clean_entry(predictor, tmp_path):
+    """Hypothesis makes batches of 1-4 inputs of every kind; predict_paths answers each with
+    one entry in order, digits and numbers in the contract with boxes inside the image, and
+    errors that are user errors (never "internal error"). Then one CLI run over all the
+    files made: no traceback, one JSON line per input."""
+    from digitlab.predict import expand_inputs
+
+    folder = tmp_path / "fuzz"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(paper_png(np.zeros((28, 28), np.uint8)))
+    os.mkfifo(folder / "pipe.png")
+    made: list[str] = []
+    serial = itertools.count()  # every input gets a new name: a FIFO is never written to
+    tally: dict[str, int] = {}
+
+    @settings(max_examples=PREDICT_EXAMPLES, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(inputs=st.lists(fuzz_inputs(), min_size=1, max_size=4), number=st.booleans(),
+           preprocess=st.booleans())  # fmt: skip
+    def one_batch(inputs, number, preprocess):
+        paths = [_make_input(folder, next(serial), *inp) for inp in inputs]
+        made.extend(p for p in paths if p.startswith(str(folder)))
+        expanded = expand_inputs(paths)
+        out = list(predictor.predict_paths(expanded, number=number, preprocess=preprocess))
+        assert [o["path"] for o in out] == list(expanded)
+        for o in out:
+            kind = "error" if "error" in o else "number" if number else "digit"
+            tally[kind] = tally.get(kind, 0) + 1
+            if "error" in o:
+                assert "internal error" not in o["error"] and "\n" not in o["error"], o
+            elif number:
+                size = Image.open(o["path"]).size
+                for d in o["digits"]:
+                    x, y, w, h = d["box"]
+                    assert min(x, y) >= 0 and x + w <= size[0] and y + h <= size[1], (d, size)
+            else:
+                assert 0 <= o["confidence"] <= 1 and math.isfinite(o["confidence"])
+
+    one_batch()
+    print(f"predict fuzz: {len(made)} files made, entries {tally}")
+    assert sum(tally.values()) >= PREDICT_EXAMPLES and tally.get("digit", 0) >= 20
+    assert tally.get("number", 0) >= 10, tally
+    inputs = sorted(set(made) | {str(folder / "pipe.png"), "/dev/zero"})
+    r = subprocess.run(
+        [sys.executable, "-m", "digitlab", "predict", "--json", *inputs],
+        capture_output=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
+    assert r.returncode in (0, 2) and "Traceback" not in r.stderr.decode()
+    out = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert [o["path"] for o in out] == expand_inputs(inputs)

@@ -79,7 +79,8 @@ def read_regular(path: str | os.PathLike, max_bytes: int, *, what: str = "file")
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise UnreadableFile(path, f"is {_kind(info.st_mode)}, not a regular {what} file")
+            noun = "file" if what == "file" else f"{what} file"
+            raise UnreadableFile(path, f"is {_kind(info.st_mode)}, not a regular {noun}")
         if info.st_size > max_bytes:
             raise UnreadableFile(path, _too_big(what, max_bytes, info.st_size))
         chunks, total = [], 0

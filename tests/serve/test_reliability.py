@@ -49,38 +49,44 @@ def raw_reply(request: bytes, port: int, timeout: float = 10) -> bytes:
 # ------------------------------------------------------------------- 10: header size and count
 
 
+FLOOD_SECONDS = 3.0
+
+
 def test_huge_header_lines_are_cut_off_with_bounded_memory_and_healthz_stays_fast(server):
-    """Eight connections each try to send a 64 MB header line (the adversarial run sent
-    256 MB and grew the server by 310 MB). The server stops reading each after
-    MAX_HEADER_BYTES (431 or a reset), grows by a few MB at most and answers /healthz
-    quickly all along."""
+    """Eight clients keep trying, for FLOOD_SECONDS, to send 64 MB header lines, reconnecting
+    each time they are cut off (the adversarial run sent 256 MB lines and grew the server by
+    310 MB). The server stops reading each connection after MAX_HEADER_BYTES (431 or a
+    reset), grows by a few MB at most, and answers /healthz quickly all along."""
     pid = server.process.pid
     base = rss_mb(pid)
-    per_client = 64 * 1024 * 1024
+    per_connection = 64 * 1024 * 1024
     chunk = b"a" * (1024 * 1024)
-    outcomes: list[tuple[str, int, float]] = []
+    outcomes: list[tuple[str, int, float]] = []  # per connection: how it ended, bytes, seconds
+    stop = time.monotonic() + FLOOD_SECONDS
 
-    def flood() -> None:
+    def one_connection() -> tuple[str, int, float]:
         start, sent, how = time.monotonic(), 0, "sent everything"
         try:
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Flood: ")
                 try:
-                    while sent < per_client:
+                    while sent < per_connection:
                         s.sendall(chunk)
                         sent += len(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     how = "closed by the server"
-                if how == "closed by the server" or sent >= per_client:
-                    try:
-                        reply = s.recv(4096)
-                        if reply.startswith(b"HTTP/1.1 431"):
-                            how = "431"
-                    except ConnectionResetError:
-                        pass
+                try:
+                    if s.recv(4096).startswith(b"HTTP/1.1 431"):
+                        how = "431"
+                except ConnectionResetError:
+                    pass
         except TimeoutError:
             how = "timeout"  # the server neither read nor closed: a hang
-        outcomes.append((how, sent, time.monotonic() - start))
+        return how, sent, time.monotonic() - start
+
+    def flood() -> None:
+        while time.monotonic() < stop:
+            outcomes.append(one_connection())
 
     threads = [threading.Thread(target=flood) for _ in range(8)]
     for t in threads:
@@ -96,10 +102,15 @@ def test_huge_header_lines_are_cut_off_with_bounded_memory_and_healthz_stays_fas
     for t in threads:
         t.join(30)
     peak = max(peak, rss_mb(pid))
-    assert len(outcomes) == 8
-    assert all(how in ("431", "closed by the server") for how, _, _ in outcomes), outcomes
-    assert all(sent < per_client // 2 for _, sent, _ in outcomes), outcomes  # not read through
-    assert all(seconds < 10 for _, _, seconds in outcomes), outcomes
+    hows = {how: sum(1 for o in outcomes if o[0] == how) for how, _, _ in outcomes}
+    most = max(sent for _, sent, _ in outcomes)
+    print(f"header flood: {len(outcomes)} connections {hows}, at most {most / 2**20:.0f} MB "
+          f"sent on one, RSS +{peak - base:.1f} MB, /healthz max {max(latencies) * 1e3:.0f} ms "
+          f"over {len(latencies)} polls")  # fmt: skip
+    assert len(outcomes) >= 8 and len(latencies) >= 20
+    assert set(hows) <= {"431", "closed by the server"}, hows
+    assert most < per_connection // 4  # no connection was read through
+    assert max(seconds for _, _, seconds in outcomes) < 5
     assert peak - base < 40, f"server grew {peak - base:.0f} MB"
     assert max(latencies) < 1.0, f"/healthz took {max(latencies):.2f} s"
     assert server.get("/healthz")[0] == 200
