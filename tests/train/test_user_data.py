@@ -65,7 +65,7 @@ def test_finetuning_the_bundled_model_trains_only_its_classifier_and_recalibrate
     run = api.train(
         "finetune", tmp_path / "run", calibrate=False,
         **{"data.train_split": str(mine), "train.iters": 6, "data.mnist_mix": 200,
-           "data.negatives": 60},
+           "data.negatives": 60, "model.freeze": "features"},
     )  # fmt: skip
     meta = read_meta(run.run_dir)
     assert meta.classes[-1] == "not-a-digit"  # the bundled model's eleventh class is kept
