@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from digitlab.errors import DigitlabError
-from digitlab.fileio import atomic_write
+from digitlab.fileio import atomic_write, read_regular
 
 if TYPE_CHECKING:
     import torch
@@ -121,26 +120,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def read_checkpoint_bytes(path: Path, limit: int = MAX_CHECKPOINT_BYTES) -> bytes:
-    """The bytes of a checkpoint file. Only a regular file of at most ``limit`` bytes is
-    read: a FIFO would block the resume forever and /dev/zero would fill the memory."""
-    try:
-        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise DigitlabError(f"{path}: unreadable checkpoint ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise DigitlabError(f"{path}: not a regular file, so not a checkpoint")
-        if info.st_size > limit:
-            raise DigitlabError(f"{path}: {info.st_size} bytes, too large for a checkpoint")
-        try:
-            blob = fh.read(limit + 1)
-        except OSError as exc:
-            raise DigitlabError(f"{path}: unreadable checkpoint ({exc.strerror})") from None
-    if len(blob) > limit:  # grew while it was read
-        raise DigitlabError(f"{path}: more than {limit} bytes, too large for a checkpoint")
-    return blob
+    """The bytes of a checkpoint file: a regular file of at most ``limit`` bytes (a FIFO
+    would block the resume forever and /dev/zero would fill the memory)."""
+    return read_regular(path, limit, what="checkpoint")
 
 
 def parse_checkpoint(blob: bytes, name: str = "checkpoint") -> dict[str, Any]:
