@@ -68,7 +68,8 @@ def calibrate_artifact(
     thin pens). Each population is held to it on its own: users' images are harder than
     MNIST's, and ten times as many clean digits would otherwise hide the uploads' rejections.
     ``held_out`` digits (a fine-tuned model's own validation share of the user's data) join
-    the val digits, so the operating point holds for the new writer too. Returns the
+    the fit and are a population of their own for the operating point, like the uploads:
+    ten thousand MNIST digits would otherwise outvote a new writer's twenty. Returns the
     ``rejection`` block.
     """
     import torch
@@ -94,8 +95,11 @@ def calibrate_artifact(
                 "on; train on train50k (validating on val) to calibrate"
             )
     digits = val = load_split("val")
+    mine = slice(len(val), len(val))  # where the user's held-out digits sit in ``val``
     if held_out is not None:
-        digits = val = concat(val, held_out.subset(held_out.labels < 10), "val+held-out")
+        own = held_out.subset(held_out.labels < 10)
+        digits = val = concat(val, own, "val+held-out")
+        mine = slice(mine.start, mine.start + len(own))
     extra_class = meta.num_classes == 11
     if extra_class:
         n_neg = negatives or max(1, int(trained[0]["data"].get("negatives", 2000)) // 5)
@@ -115,6 +119,11 @@ def calibrate_artifact(
         upload_logits = batched_logits(model, upload_x, Normalization(*meta.normalization).apply)
         upload_score = torch.softmax(upload_logits / t, 1).numpy()[:, :10].max(1)
         threshold = min(threshold, float(np.quantile(upload_score, max_digit_rejection)))
+    own_score = digit_score[mine]
+    if len(own_score):
+        # "lower": of a few dozen digits, the 0.5% point is the least confident one, kept
+        own_point = np.quantile(own_score, max_digit_rejection, method="lower")
+        threshold = min(threshold, float(own_point))
     block: dict[str, Any] = {
         "method": "extra-class" if extra_class else "max-probability",
         "temperature": round(t, 6),
@@ -128,6 +137,9 @@ def calibrate_artifact(
         if uploads
         else None,
     }
+    if len(own_score):
+        block["held_out_digits"] = len(own_score)
+        block["held_out_rejected"] = round(float((own_score < threshold).mean()), 6)
     if extra_class:
         block["val_non_digits_rejected"] = round(
             float((digit_score[~is_digit] < threshold).mean()), 6
