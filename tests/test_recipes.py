@@ -61,7 +61,8 @@ def load_shipped(name: str, tmp_path) -> Recipe:
 def test_every_recipe_in_the_repo_loads_and_is_listed(tmp_path):
     names = list_recipes()
     assert set(TUTORIALS) | {"default", "finetune"} <= set(names)
-    assert {p.stem for p in PACKAGED_RECIPES.glob("*.toml")} == set(names)
+    shipped = {p.stem for p in PACKAGED_RECIPES.glob("*.toml")}
+    assert shipped == set(names) | set(list_recipes("line"))
     for name in names:
         recipe = load_shipped(name, tmp_path)
         assert recipe.name == name
@@ -435,3 +436,24 @@ def test_the_class_count_and_one_epoch_follow_from_the_data(tmp_path):
     for name in list_recipes():
         text = (PACKAGED_RECIPES / f"{name}.toml").read_text()
         assert "# one epoch" not in text and "num_classes" not in text, name
+
+
+def test_the_line_model_is_registered_and_trained_from_its_own_recipe():
+    from digitlab.models import create_model, list_models
+    from digitlab.recipes import load_line_recipe
+
+    line = load_line_recipe()  # the `line` recipe: every setting of train-line has its home
+    assert (line.model.name, line.data.lines, line.train.epochs) == ("line-ctc", 60_000, 8)
+    assert (line.solver.lr, line.solver.weight_decay, line.data.batch_size) == (3e-3, 0.01, 64)
+    assert line.schedule.pct_start == 0.15 and line.data.val_lines() == 2000
+    net = create_model("line-ctc")
+    # 229,547 in line.onnx, where each batch norm is folded into its convolution
+    assert sum(p.numel() for p in net.parameters()) == 230_059
+    assert "line-ctc" not in [e.name for e in list_models()]  # not a digit classifier
+    assert "line" in list_recipes("line") and "line" not in list_recipes()
+    with pytest.raises(DigitlabError, match="not a digit model's recipe"):
+        load_recipe("line")
+    with pytest.raises(DigitlabError, match="not a line model's recipe"):
+        load_line_recipe("fast")
+    with pytest.raises(DigitlabError, match="train.epochs"):
+        load_line_recipe("line", ["train.epochs=0"])

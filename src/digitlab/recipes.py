@@ -422,6 +422,45 @@ class Recipe(Section):
         return resolve(self.train.val_interval), resolve(self.train.checkpoint_interval)
 
 
+class LineDataSection(Section):
+    """The numbers the line model learns from: written with one MNIST split's digits by the
+    real-inputs generator, and checked on lines written with another's."""
+
+    train_split: Literal["train50k"] = "train50k"  # val holds out the check lines
+    val_split: Literal["val"] = "val"
+    lines: int = Field(60_000, ge=10, le=1_000_000, description="training lines")
+    val_fraction: float = Field(
+        1 / 30, gt=0, le=1, description="check lines, as a share of the training lines"
+    )
+    batch_size: int = Field(64, gt=0, le=4096)
+
+    def val_lines(self) -> int:
+        return max(200, int(self.lines * self.val_fraction))
+
+
+class LineTrainSection(Section):
+    epochs: int = Field(8, gt=0, le=1000)
+
+
+class LineScheduleSection(Section):
+    policy: Literal["onecycle"] = "onecycle"
+    pct_start: float = Field(0.15, gt=0, lt=1)
+
+
+class LineRecipe(Section):
+    """How the CTC line model is trained (``digitlab train-line MODEL [--recipe line]``)."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    kind: Literal["line"]
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    model: ModelSection
+    data: LineDataSection = Field(default_factory=LineDataSection)
+    solver: SolverSection
+    schedule: LineScheduleSection = Field(default_factory=LineScheduleSection)
+    train: LineTrainSection = Field(default_factory=LineTrainSection)
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -430,9 +469,16 @@ def recipe_dirs() -> list[Path]:
     return [PACKAGED_RECIPES] if PACKAGED_RECIPES.is_dir() else []
 
 
-def list_recipes() -> list[str]:
-    """Names of the recipes that :func:`load_recipe` finds by name."""
-    return sorted({p.stem for d in recipe_dirs() for p in d.glob("*.toml")})
+def list_recipes(kind: str = "digits") -> list[str]:
+    """Names of the recipes found by name: digit models' (:func:`load_recipe`) or, with
+    ``kind="line"``, line models' (:func:`load_line_recipe`)."""
+    names = set()
+    for d in recipe_dirs():
+        for p in d.glob("*.toml"):
+            is_line = tomllib.loads(p.read_text(encoding="utf-8")).get("kind") == "line"
+            if is_line == (kind == "line"):
+                names.add(p.stem)
+    return sorted(names)
 
 
 def find_recipe(name_or_path: str) -> Path:
@@ -499,9 +545,9 @@ def set_field(data: dict, key: str, value: Any, source: str | None = None) -> di
     return data
 
 
-def _field_names(loc: tuple) -> list[str]:
+def _field_names(loc: tuple, schema: Any = None) -> list[str]:
     """The fields allowed at the model that ``loc`` (an error location) points into."""
-    model: Any = Recipe
+    model: Any = schema or Recipe
     for part in loc[:-1]:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
@@ -515,7 +561,9 @@ def _related(path: str, key: str) -> bool:
     return bool(path) and (path == key or key.startswith(path + ".") or path.startswith(key + "."))
 
 
-def _describe(exc: ValidationError, source: str, overrides: dict[str, str]) -> str:
+def _describe(
+    exc: ValidationError, source: str, overrides: dict[str, str], schema: Any = None
+) -> str:
     """One line per problem: ``file: field.path: message`` naming the --set that caused it."""
     lines = []
     for err in exc.errors():
@@ -523,7 +571,7 @@ def _describe(exc: ValidationError, source: str, overrides: dict[str, str]) -> s
         path = ".".join(str(p) for p in loc)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = f"unknown field; known: {', '.join(_field_names(loc))}"
+            msg = f"unknown field; known: {', '.join(_field_names(loc, schema or Recipe))}"
         elif err["type"] == "missing":
             msg = "required field is missing"
         origin = next((s for k, s in overrides.items() if _related(path, k)), None)
@@ -583,6 +631,19 @@ def load_recipe(
     ``overrides`` are ``--set`` strings (``solver.lr=0.05``, parsed as TOML values);
     ``fields`` are typed values by dotted name (``{"solver.lr": 0.05}``), for the Python API.
     """
+    return _load(Recipe, name_or_path, overrides, fields)
+
+
+def load_line_recipe(
+    name_or_path: str = "line",
+    overrides: Sequence[str] = (),
+    fields: Mapping[str, Any] | None = None,
+) -> LineRecipe:
+    """A line model's recipe (``kind = "line"``), read and checked as :func:`load_recipe`."""
+    return _load(LineRecipe, name_or_path, overrides, fields)
+
+
+def _load(schema: Any, name_or_path: str, overrides: Sequence[str], fields: Any) -> Any:
     path = find_recipe(name_or_path)
     source = _display(path)
     text = read_recipe_text(path, source)
@@ -602,10 +663,13 @@ def load_recipe(
     _check_depth(data, source)
     by_key = {o.partition("=")[0].strip(): o for o in overrides}
     by_key.update({k: f"{k}={v!r}" for k, v in (fields or {}).items()})
+    if (data.get("kind") == "line") != (schema is LineRecipe):
+        want = "a line model's recipe" if schema is LineRecipe else "a digit model's recipe"
+        raise DigitlabError(f"{source}: not {want} (kind = {data.get('kind', 'digits')!r})")
     try:
-        return Recipe.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
-        raise DigitlabError(_describe(exc, source, by_key)) from None
+        raise DigitlabError(_describe(exc, source, by_key, schema)) from None
 
 
 def recipe_to_toml(recipe: Recipe) -> str:

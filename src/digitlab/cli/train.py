@@ -215,24 +215,35 @@ def calibrate_cmd(model: str, max_digit_rejection: float) -> None:
 
 @click.command("train-line")
 @click.argument("model", metavar="RUN_OR_MODEL")
-@click.option(
-    "--lines",
-    default=60_000,
-    show_default=True,
-    type=click.IntRange(100, 1_000_000),
-    help="Numbers written with train50k digits to train on.",
-)
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--seed", default=0, show_default=True, type=int)
-def train_line_cmd(model: str, lines: int, epochs: int, seed: int) -> None:
+@click.option("--recipe", default="line", show_default=True, help="A line model's recipe.")
+@set_option
+@click.option("--lines", type=int, help="Numbers written with train50k digits to train on.")
+@click.option("--epochs", type=int, help="Epochs of CTC (overrides the recipe).")
+@click.option("--seed", type=int, help="Seed (overrides the recipe).")
+def train_line_cmd(
+    model: str,
+    recipe: str,
+    overrides: tuple[str, ...],
+    lines: int | None,
+    epochs: int | None,
+    seed: int | None,
+) -> None:
     """Train the line recogniser that re-ranks `predict --number`'s readings (line.onnx).
 
     It is trained with CTC on whole numbers written with train50k digits, checked on numbers
     written with val digits, and saved beside the model; `predict --number` then uses it.
+    Its settings are the `line` recipe's.
     """
+    from digitlab.recipes import load_line_recipe
     from digitlab.train.line import train_line
 
-    block = train_line(model, lines=lines, epochs=epochs, seed=seed, log=_echo_stderr)
+    fields = {
+        key: value
+        for key, value in (("data.lines", lines), ("train.epochs", epochs), ("seed", seed))
+        if value is not None
+    }
+    spec = load_line_recipe(recipe, overrides, fields)
+    block = train_line(model, spec, log=_echo_stderr)
     click.echo(
         f"line model: {block['val_sequence_accuracy']:.2%} of {block['val_lines']} val lines "
         f"read exactly ({block['parameters']:,} parameters, {block['seconds']:.0f} s)"

@@ -2,7 +2,7 @@
 
 # Registration order is listing order: linear models, LeNets, ours.
 # isort: off
-from digitlab.models import ensemble, linear, lenet, modern  # noqa: F401
+from digitlab.models import ensemble, line, linear, lenet, modern  # noqa: F401
 
 # isort: on
 from digitlab.models.registry import (

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,45 +25,11 @@ from torch import nn
 
 from digitlab.numbers.lines import BLANK, LINE_FILE, LINE_HEIGHT, STRIDE
 
+if TYPE_CHECKING:
+    from digitlab.recipes import LineRecipe
+
 LINE_CHUNK = 500  # lines per worker task
 TOLERANCE = 1e-4  # max |probability difference| between torch and ONNX Runtime
-
-
-class LineNet(nn.Module):
-    """Line (N, 32, W) uint8 -> logits (N, W/4, 11): four conv blocks bring the height to 2 and
-    the width to W/4, then two 1-D convolutions along the line (each column sees about 42 px,
-    a digit and its neighbours' edges) score ten digits and CTC's blank. 230k parameters."""
-
-    def __init__(self) -> None:
-        super().__init__()
-
-        def block(cin: int, cout: int, pool: tuple[int, int]) -> list[nn.Module]:
-            return [
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(pool),
-            ]
-
-        self.features = nn.Sequential(
-            *block(1, 32, (2, 2)), *block(32, 64, (2, 2)),
-            *block(64, 96, (2, 1)), *block(96, 64, (2, 1)),
-        )  # fmt: skip
-        self.columns = nn.Sequential(
-            nn.Conv1d(128, 128, 3, padding=1, bias=False),
-            nn.BatchNorm1d(128),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.1),
-            nn.Conv1d(128, 128, 3, padding=1, bias=False),
-            nn.BatchNorm1d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(128, BLANK + 1, 1),
-        )
-
-    def forward(self, line: torch.Tensor) -> torch.Tensor:
-        x = line.unsqueeze(1).float() / 255.0
-        f = self.features(x).flatten(1, 2)  # (N, 64*2, W/4)
-        return self.columns(f).transpose(1, 2)
 
 
 @dataclass
@@ -176,34 +142,32 @@ def sequence_accuracy(model: nn.Module, lines: LineSet, batch_size: int = 256) -
 
 
 def train_line(
-    folder: str | Path,
-    lines: int = 60_000,
-    epochs: int = 8,
-    seed: int = 0,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    log: Callable[[str], None] = print,
+    folder: str | Path, recipe: LineRecipe, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Train a line model and write ``folder/line.onnx`` and a ``line`` block in its
-    model.json (what it trained on and its val sequence accuracy); returns the block."""
+    """Train the line model of ``recipe`` (the ``line`` recipe by default: every setting has
+    its home there) and write ``folder/line.onnx`` and a ``line`` block in its model.json
+    (what it trained on and its val sequence accuracy); returns the block."""
     from digitlab.artifact import resolve_artifact, update_meta
     from digitlab.data.dataset import load_split
     from digitlab.fileio import write_bytes_atomic
+    from digitlab.models import create_model
 
     folder = resolve_artifact(folder)
     started = time.perf_counter()
+    seed, lines, epochs = recipe.seed, recipe.data.lines, recipe.train.epochs
+    batch_size, lr = recipe.data.batch_size, recipe.solver.lr
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train = load_split("train50k")
-    val = load_split("val")
+    train = load_split(recipe.data.train_split)
+    val = load_split(recipe.data.val_split)
     data = make_lines(train.images, train.labels, lines, seed=1000 + seed)
-    held = make_lines(val.images, val.labels, max(200, lines // 30), seed=2000 + seed)
+    held = make_lines(val.images, val.labels, recipe.data.val_lines(), seed=2000 + seed)
     log(f"{len(data.texts)} training lines, {len(held.texts)} val lines")
-    model = LineNet()
+    model = create_model(recipe.model.name, **recipe.model.options)
     steps_per_epoch = max(1, len(data.texts) // batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.solver.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+        opt, lr, total_steps=epochs * steps_per_epoch, pct_start=recipe.schedule.pct_start
     )
     widths = np.array([im.shape[1] for im in data.images])
     for epoch in range(epochs):
@@ -236,7 +200,9 @@ def train_line(
     block = {
         "file": LINE_FILE,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "trained_on": f"{len(data.texts)} numbers of train50k digits (seed {1000 + seed})",
+        "trained_on": f"{len(data.texts)} numbers of {recipe.data.train_split} digits "
+        f"(seed {1000 + seed})",
+        "recipe": recipe.model_dump(mode="json"),
         "epochs": epochs,
         "val_lines": len(held.texts),
         "val_sequence_accuracy": round(acc, 6),
@@ -246,7 +212,7 @@ def train_line(
     return block
 
 
-def shippable(model: LineNet) -> nn.Module:
+def shippable(model: nn.Module) -> nn.Module:
     """What ``line.onnx`` holds: a copy in eval mode with each BatchNorm folded into the
     convolution before it and every weight rounded to float16, so the file is half the size
     (the bundled model must stay under 2 MB) and torch and ONNX Runtime compute the same."""
