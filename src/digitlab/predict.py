@@ -210,8 +210,7 @@ class Predictor:
     def piece_probabilities(self, images_u8: np.ndarray) -> np.ndarray:
         """Calibrated probabilities averaged over :data:`PIECE_VIEWS` of each image: a piece
         cut from a number sits a pixel off where MNIST would centre it more often than a
-        whole upload does. (On 800 numbers made from ``val`` digits, the bundled model read
-        95.5% exactly from single views and 95.9% from these five: 3 more, all touching.)"""
+        whole upload does (measured in docs/numbers.md)."""
         n = len(images_u8)
         views = np.concatenate([shifted(images_u8, dx, dy) for dx, dy in PIECE_VIEWS])
         return self.probabilities(views).reshape(len(PIECE_VIEWS), n, -1).mean(axis=0)
@@ -272,10 +271,8 @@ class Predictor:
 
         The line is a number when its digits' mean calibrated confidence reaches the
         rejection threshold: one doubtful digit among confident ones is still read (its own
-        ``is_digit`` says false), while ink that is mostly not digits is not a number. (With
-        the bundled model, a number voided by any one doubtful digit read 93.5% of 800
-        numbers made from ``val`` digits exactly, this rule 95.4%; of 500 non-digits, 29 and
-        40 read as a number.)
+        ``is_digit`` says false), while ink that is mostly not digits is not a number
+        (the rule against its alternative: docs/numbers.md).
         """
         from digitlab.numbers import read_number
         from digitlab.preprocess import clip_box, input_size
