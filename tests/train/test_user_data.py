@@ -82,6 +82,12 @@ def test_finetuning_the_bundled_model_trains_only_its_classifier_and_recalibrate
     assert block["held_out_digits"] == 12 and block["held_out_rejected"] == 0
     assert read_meta(run.run_dir).rejection.threshold == block["threshold"]
     assert api.read(Image.fromarray(255 - test.images[picks[-1]]), model=run.run_dir).digit == 9
+    # the CLI: your own held-out digits as a population of their own
+    mine_held = _writer_folder(tmp_path / "held", test.images[picks[:20]], test.labels[picks[:20]])
+    r = cli("calibrate", str(run.run_dir), "--data", str(mine_held), "--uploads", "100")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "of your 20 digits" in r.stdout.decode()
+    assert read_meta(run.run_dir).rejection.model_extra["held_out_digits"] == 20
 
 
 def test_a_user_source_that_is_also_the_test_source_is_never_selected_on(tmp_path):

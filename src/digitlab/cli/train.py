@@ -199,15 +199,43 @@ def ensemble_cmd(models: tuple[str, ...], out: str, tta: bool) -> None:
     type=click.FloatRange(0, 1),
     help="Operating point: the share of held-out digits allowed to be rejected.",
 )
-def calibrate_cmd(model: str, max_digit_rejection: float) -> None:
-    """Fit temperature scaling and the "not a digit" threshold on the val split."""
+@click.option(
+    "--data",
+    "data_source",
+    metavar="SOURCE",
+    help="Your own held-out digits (never trained on) to hold the operating point for too.",
+)
+@click.option("--no-preprocess", is_flag=True, help="The source is MNIST-style already.")
+@click.option(
+    "--uploads",
+    default=4000,
+    show_default=True,
+    type=click.IntRange(0, 100_000),
+    help="Realistic uploads made from the val digits, held to the operating point too.",
+)
+def calibrate_cmd(
+    model: str,
+    max_digit_rejection: float,
+    data_source: str | None,
+    no_preprocess: bool,
+    uploads: int,
+) -> None:
+    """Fit temperature scaling and the "not a digit" threshold on the val split (and on
+    --data, your own held-out digits, as a population of their own)."""
     from digitlab.calibrate import calibrate_artifact
 
-    b = calibrate_artifact(model, max_digit_rejection)
+    held_out = None
+    if data_source is not None:
+        from digitlab.data.source import load_source
+
+        held_out = load_source(data_source, preprocess=not no_preprocess)
+    b = calibrate_artifact(model, max_digit_rejection, uploads=uploads, held_out=held_out)
     click.echo(
         f"temperature {b['temperature']:.4f}; ECE {b['ece_before']:.4f} -> {b['ece_after']:.4f}"
     )
     line = f"threshold {b['threshold']:.4f}: rejects {b['val_digits_rejected']:.2%} of val digits"
+    if "held_out_rejected" in b:
+        line += f", {b['held_out_rejected']:.2%} of your {b['held_out_digits']} digits"
     if "val_non_digits_rejected" in b:
         line += f" and {b['val_non_digits_rejected']:.2%} of held-out non-digits"
     click.echo(line)

@@ -126,7 +126,7 @@ def check_sweep(spec: SweepSpec) -> None:
 
 def _check_validates_on_validation(recipe: Recipe, name: str) -> None:
     data = recipe.data
-    if data.val_split == "test":
+    if data.val_split in ("test", data.test_split):
         raise DigitlabError(
             f"recipe {name} validates on the test split, and a sweep chooses by validation; "
             "add --set data.train_split=train50k --set data.val_split=val"

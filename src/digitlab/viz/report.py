@@ -146,13 +146,15 @@ def _read_model(run: Path) -> tuple[Any, Any]:
 
 
 def _evaluate(model: Any, meta: Any) -> TestResults:
+    """The model on its run's test source (MNIST test unless the recipe named another)."""
     import torch
 
-    from digitlab.data.dataset import load_split
+    from digitlab.data.source import load_source
     from digitlab.evaluate import batched_logits, metrics_from_logits
     from digitlab.models.registry import Normalization
 
-    test = load_split("test")
+    data = (meta.recipe or {}).get("data", {})
+    test = load_source(data.get("test_split", "test"), preprocess=data.get("preprocess", True))
     images, labels = test.tensors()
     logits = batched_logits(model, images, Normalization(*meta.normalization).apply)
     probs = torch.softmax(logits, 1)
