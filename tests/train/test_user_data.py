@@ -53,7 +53,9 @@ def _writer_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     return root
 
 
-def test_finetuning_the_bundled_model_trains_only_its_classifier_and_recalibrates(mnist, tmp_path):
+def test_finetuning_the_bundled_model_trains_only_its_classifier_and_recalibrates(
+    mnist, tmp_path, cli
+):
     from safetensors.torch import load_file
 
     from digitlab import api
