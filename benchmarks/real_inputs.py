@@ -156,6 +156,7 @@ def main() -> None:
     photo_digit = r["digit"]
 
     rej = pred.rejection
+    fitted = rej.model_extra or {}  # what calibrate recorded beside the operating point
     shown = pred.folder.relative_to(ROOT) if pred.folder.is_relative_to(ROOT) else pred.folder
     target = lambda ok: "met" if ok else "**not met**"  # noqa: E731
     lines += [
@@ -208,11 +209,11 @@ def main() -> None:
         f"Method: `{rej.method}`; temperature T = {rej.temperature}; an input is a",
         f"digit when its calibrated digit confidence is >= {rej.threshold} (the operating",
         "point: at most 0.5% of held-out `val` digits, and at most 0.5% of "
-        f"{rej.get('val_uploads')} realistic uploads made from them, fall below it) and ink",
+        f"{fitted.get('val_uploads')} realistic uploads made from them, fall below it) and ink",
         "was found.",
-        f"Expected calibration error on {rej.get('fitted_on', 'val')}: "
-        f"{rej.get('ece_before', float('nan')):.4f} before temperature scaling, "
-        f"{rej.get('ece_after', float('nan')):.4f} after.",
+        f"Expected calibration error on {fitted.get('fitted_on', 'val')}: "
+        f"{fitted.get('ece_before', float('nan')):.4f} before temperature scaling, "
+        f"{fitted.get('ece_after', float('nan')):.4f} after.",
         "",
         "## By kind",
         "",
