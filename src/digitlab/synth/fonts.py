@@ -88,9 +88,9 @@ class Style:
     ``height`` and ``number_height`` are the digit's height in the upload (pixels, drawn
     log-uniformly); ``low_res`` draws the digit that small instead and enlarges the page
     ``blocky`` (nearest) or ``blurred`` (bicubic), then saves it as JPEG with probability
-    ``low_res_jpeg``. Digits lean ``-slant/2`` to ``+slant`` degrees; ``elastic`` and ``bleed`` scale
-    the wobble and the ink's bleed/pressure (0 turns them off); ``touching`` is the share of
-    numbers in which two neighbours touch.
+    ``low_res_jpeg``. Digits lean ``-slant/2`` to ``+slant`` degrees; ``elastic`` and
+    ``bleed`` scale the wobble and the ink's bleed/pressure (0 turns them off); ``touching``
+    is the share of numbers in which two neighbours touch.
     """
 
     pens: tuple[str, ...] = PENS
