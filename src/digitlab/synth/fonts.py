@@ -281,13 +281,14 @@ def install(folder: str | Path | None = None) -> str:
         )
     specs = [f"@fontsource/{f}@{FONTS[f]}" for f in missing]
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [npm, "pack", "--silent", "--fetch-retries=0", "--fetch-timeout=30000", *specs]
+        cmd = [npm, "pack", "--loglevel=error", "--fetch-retries=0", "--fetch-timeout=30000",
+               *specs]  # fmt: skip
         try:
             done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:
             done = None
         if done is None or done.returncode != 0:
-            why = "timed out" if done is None else _last_line(done.stderr)
+            why = "timed out" if done is None else _first_error(done.stderr)
             return (
                 f"fonts: skipped, npm pack failed ({why}); digitlab works without them, but"
                 f" digitlab.synth.fonts needs them: {MISSING_HINT} when online"
@@ -319,9 +320,10 @@ def _unpack(tgz: Path, family: str, version: str) -> tuple[bytes, bytes]:
         return member(f"files/{family}-latin-400-normal.woff"), member("LICENSE")
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "no message"
+def _first_error(text: str) -> str:
+    """npm's first error line (``npm error code ECONNREFUSED``), for a one-line warning."""
+    lines = [ln.strip() for ln in text.splitlines() if "error" in ln.lower()]
+    return lines[0][:200] if lines else "no message"
 
 
 # ------------------------------------------------------------------------------ the pen
