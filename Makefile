@@ -12,15 +12,21 @@ ifneq ($(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte.gz),)
 export DIGITLAB_MNIST_MIRROR ?= $(SHARED_MNIST)
 endif
 
-.PHONY: setup run test test-fast test-slow lint clean bundle
+.PHONY: setup fonts run test test-fast test-slow lint clean bundle
 
-setup: $(STAMP)
+setup: $(STAMP) fonts
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,tensorboard,sweep,openvino]'
 	touch $(STAMP)
+
+# Handwriting fonts of other writers than MNIST's (digitlab.synth.fonts lists them, each pinned)
+# from npm's @fontsource packages into .fonts/; a no-op once there. Without npm or the network
+# it prints one warning and setup goes on: only the font renderer and its benchmark need them.
+fonts: $(STAMP)
+	@$(BIN)/python -m digitlab.synth.fonts
 
 ifndef RUN_DIR
 RUN_DIR := runs/default-$(shell date +%Y%m%d-%H%M%S)
