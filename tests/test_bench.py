@@ -128,7 +128,7 @@ def test_int8_variant_names_round_trip_and_bad_ones_say_what_is_allowed():
         (["softmax", "--backend", "tensorrt"], "unknown backend 'tensorrt'"),
         (["softmax", "--backend", "ort-fp32:qdq"], "only the int8 backends take a :VARIANT"),
         (["./no/such/run"], "no such model or run folder"),
-        (["softmax", "--device", "tpu"], "--device must be cpu or cuda"),
+        (["softmax", "--device", "tpu"], "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_bench_user_errors_are_one_line_and_exit_2(cli, args, message):
