@@ -133,3 +133,11 @@ def digit_of(test_digits):
 def h() -> SimpleNamespace:
     """The drawing helpers above, for test modules (conftest cannot be imported directly)."""
     return SimpleNamespace(enlarge=enlarge, place=place, on_paper=on_paper, encode=encode, iou=iou)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that runs the CLI as a process pays a torch import (2-3 s) per call: it belongs
+    to the slow tier, so the fast tier (``make test-fast``) stays under two minutes."""
+    for item in items:
+        if "cli" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -52,6 +52,7 @@ def test_bundled_model_is_small_and_documents_its_metrics():
     assert {"temperature", "threshold", "ece_before", "ece_after"} <= set(meta["rejection"])
 
 
+@pytest.mark.slow
 def test_json_contract_in_input_order_with_per_file_errors(tmp_path, cli, mnist):
     test = mnist["test"]
     files = []
@@ -74,6 +75,7 @@ def test_json_contract_in_input_order_with_per_file_errors(tmp_path, cli, mnist)
         assert len(o["probabilities"]) == 10 and 0 <= o["confidence"] <= 1
 
 
+@pytest.mark.slow
 def test_folders_stdin_and_show_input(tmp_path, cli, mnist):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -114,6 +116,7 @@ def test_number_mode_reads_a_composed_number(predictor, mnist):
     assert xs == sorted(xs)
 
 
+@pytest.mark.slow
 def test_number_mode_splits_touching_digits_and_merges_broken_ones(predictor, mnist):
     train = mnist["train"]
     samples = synth.realistic_numbers(train.images, train.labels, 80, seed=2024)
@@ -167,6 +170,7 @@ def test_number_pieces_are_scored_on_five_views_in_one_model_call(predictor, mni
     assert np.abs(averaged - real(pieces)).max() > 1e-5  # the moves change the vote
 
 
+@pytest.mark.slow
 def test_number_mode_cli_contract(tmp_path, cli, mnist):
     data, text, _ = synth.realistic_numbers(
         mnist["test"].images, mnist["test"].labels, 1, seed=11, min_len=2, max_len=2
@@ -214,6 +218,7 @@ def test_a_number_is_read_when_its_digits_are_confident_on_average():
     ],
     ids=["empty", "non-image", "truncated-png", "bomb"],
 )
+@pytest.mark.slow
 def test_bad_files_give_one_error_entry_and_exit_2(tmp_path, cli, make):
     p = tmp_path / "x.png"
     p.write_bytes(make())
@@ -224,6 +229,7 @@ def test_bad_files_give_one_error_entry_and_exit_2(tmp_path, cli, make):
     assert "Traceback" not in r.stderr.decode()
 
 
+@pytest.mark.slow
 def test_an_undecodable_list_file_is_one_error_entry_and_empty_inputs_one_error_line(
     tmp_path, cli, mnist
 ):
@@ -299,6 +305,7 @@ def test_a_smooth_oval_drawn_on_the_pad_is_a_zero_and_a_circle_is_not(
 # ----------------------------------------- reliability: nothing hangs, one bad input, one entry
 
 
+@pytest.mark.slow
 def test_fifos_devices_and_oversize_files_are_per_file_errors_not_hangs(tmp_path, cli, mnist):
     """A FIFO given directly, found in a folder or named in a list file, /dev/zero, an
     oversize (sparse) file and a FIFO posing as a list file: each is one error entry, the
@@ -338,6 +345,7 @@ def test_fifos_devices_and_oversize_files_are_per_file_errors_not_hangs(tmp_path
             assert set(o) == {"path", "error"} and want in o["error"], o
 
 
+@pytest.mark.slow
 def test_stdin_of_dev_zero_is_read_only_up_to_the_byte_limit():
     with open("/dev/zero", "rb") as zero:
         r = subprocess.run(
@@ -354,6 +362,7 @@ def test_stdin_of_dev_zero_is_read_only_up_to_the_byte_limit():
     }
 
 
+@pytest.mark.slow
 def test_no_preprocess_reads_every_image_mode_and_one_bad_file_is_one_entry(tmp_path, cli, mnist):
     """--no-preprocess converts to L itself: a LAB TIFF (which Pillow cannot convert to L),
     CMYK, YCbCr, 16-bit, float and 1-bit files of one MNIST digit all read as that digit."""

@@ -180,6 +180,7 @@ def test_broken_mirror_falls_back_to_the_next(tmp_path, url, mode):
     assert not list(tmp_path.glob("*.part"))
 
 
+@pytest.mark.slow
 def test_a_503_is_retried_and_the_second_answer_is_used(tmp_path, url, server):
     progress: dict[str, list[int]] = {}
 

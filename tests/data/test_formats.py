@@ -183,6 +183,7 @@ def test_book_pickle_round_trips_exactly(tmp_path, mnist, style, scale):
     assert_same(read_dataset(path, "test"), test.subset(slice(0, 2000)))
 
 
+@pytest.mark.slow
 def test_full_size_book_pickle_has_the_book_splits(tmp_path, mnist):
     """The book's file: pixel/256 in float32, so values top out at 255/256."""
     parts = book_parts(mnist["train"], mnist["test"], 50000, 256)

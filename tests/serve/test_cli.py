@@ -25,6 +25,7 @@ def test_serving_without_model_onnx_says_how_to_export_it(model_without_onnx, cl
     assert f"digitlab export {model_without_onnx} --format onnx" in err
 
 
+@pytest.mark.slow
 def test_torch_backend_serves_a_model_without_onnx(model_without_onnx, web, mnist, tmp_path):
     server = web.start_server(
         ["--model", str(model_without_onnx), "--backend", "torch"], tmp_path / "log"
@@ -40,6 +41,7 @@ def test_torch_backend_serves_a_model_without_onnx(model_without_onnx, web, mnis
         web.stop_server(server)
 
 
+@pytest.mark.slow
 def test_two_workers_answer_and_share_one_metrics_page(served_model, web, mnist, tmp_path):
     server = web.start_server(["--model", str(served_model), "--workers", "2"], tmp_path / "log")
     try:

@@ -52,6 +52,7 @@ def raw_reply(request: bytes, port: int, timeout: float = 10) -> bytes:
 FLOOD_SECONDS = 3.0
 
 
+@pytest.mark.slow
 def test_huge_header_lines_are_cut_off_with_bounded_memory_and_healthz_stays_fast(server):
     """Eight clients keep trying, for FLOOD_SECONDS, to send 64 MB header lines, reconnecting
     each time they are cut off (the adversarial run sent 256 MB lines and grew the server by

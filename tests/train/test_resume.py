@@ -191,6 +191,7 @@ def test_a_second_trainer_on_a_locked_run_is_refused_with_exit_2(tmp_path, cli):
     assert train(longer, run, resume=True, progress=False).iterations == 40
 
 
+@pytest.mark.slow
 def test_a_running_trainer_locks_its_folder_until_it_is_killed(tmp_path):
     run = tmp_path / "run"
     cmd = digitlab("train", str(write_recipe(tmp_path, iters=100000)), "--out", str(run))

@@ -165,6 +165,7 @@ def accepted_schedules(draw) -> dict:
     max_iter=st.one_of(st.integers(1, MAX_ITERS), st.sampled_from([1, 2, MAX_ITERS])),
     its=st.lists(st.integers(0, MAX_ITERS), max_size=4),
 )
+@pytest.mark.slow
 def test_every_accepted_schedule_is_finite_and_non_negative_at_every_iteration(
     kw, base, max_iter, its
 ):
