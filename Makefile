@@ -1,5 +1,6 @@
 # The two commands a user needs: `make run` (the main job) and `make test` (the suite).
-# Both set up .venv on first use; only Python 3.11, pip, gcc and make are assumed.
+# Both set up .venv on first use; Python 3.11, pip, gcc and make are assumed (npm for the
+# handwriting fonts, optional: `make fonts` warns and goes on without it).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
