@@ -130,6 +130,8 @@ the classifier alone.
 | MNIST test change | {-mnist_drop:+.2f} points | fall <= 0.1: {ok(mnist_drop <= 0.1)} |
 | new writer's digits rejected as "not a digit" | {before_reject:.2%} -> {after_reject:.2%} | |
 | rejection threshold after recalibration | {block["threshold"] if block else "n/a"} | |
+| held-out non-digits still rejected after it | {_share(block, "val_non_digits_rejected")} | |
+| MNIST val digits rejected after it | {_share(block, "val_digits_rejected")} | |
 
 The new writer's hand, as the model is given it:
 
@@ -143,6 +145,10 @@ The new writer's hand, as the model is given it:
     write_text_atomic(DOC, text)
     print(text)
     print(f"bundled model: {BUNDLED_MODEL}, fine-tuned on: {trained_on}")
+
+
+def _share(block: dict | None, key: str) -> str:
+    return f"{block[key]:.2%}" if block and key in block else "n/a"
 
 
 def _rejected(model: Path | None, folder: Path) -> float:

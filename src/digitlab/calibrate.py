@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from digitlab.data.dataset import Dataset
 
 
+NON_DIGITS_KEPT = 0.98  # share of held-out non-digits a user's own digits may not unreject
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> float:
     """The T > 0 minimising NLL of ``softmax(logits / T)`` on (held-out) ``labels``."""
     import torch
@@ -121,9 +124,15 @@ def calibrate_artifact(
         threshold = min(threshold, float(np.quantile(upload_score, max_digit_rejection)))
     own_score = digit_score[mine]
     if len(own_score):
-        # "lower": of a few dozen digits, the 0.5% point is the least confident one, kept
-        own_point = np.quantile(own_score, max_digit_rejection, method="lower")
-        threshold = min(threshold, float(own_point))
+        # "lower": of a few dozen digits, the 0.5% point is the least confident one, kept;
+        # but never so low that "not a digit" stops working: at least NON_DIGITS_KEPT of
+        # the held-out non-digits stay rejected (one badly read sample would otherwise
+        # take the threshold to nothing)
+        own_point = float(np.quantile(own_score, max_digit_rejection, method="lower"))
+        if extra_class:
+            floor = float(np.quantile(digit_score[~is_digit], NON_DIGITS_KEPT))
+            own_point = max(own_point, floor)
+        threshold = min(threshold, own_point)
     block: dict[str, Any] = {
         "method": "extra-class" if extra_class else "max-probability",
         "temperature": round(t, 6),
