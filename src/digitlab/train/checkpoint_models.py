@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
+    from digitlab.models.registry import Normalization
     from digitlab.recipes import Recipe
     from digitlab.train.world import World
 
@@ -123,20 +124,27 @@ def run_recipe(run_dir: Path) -> Recipe:
     return load_recipe(str(saved))
 
 
-def recipe_meta(recipe: Recipe, **fields: Any) -> ModelMeta:
-    """The model.json of a model trained by ``recipe``, as the trainer writes it."""
+def recipe_normalization(recipe: Recipe) -> Normalization:
+    """The input scaling of ``recipe``'s model: the recipe's own, else its architecture's."""
     from digitlab.models import get_entry
+    from digitlab.models.registry import Normalization
 
     if recipe.model.normalization:
-        shift, scale = recipe.model.normalization
-    else:
-        entry = get_entry(recipe.model.name).normalization
-        shift, scale = entry.shift, entry.scale
-    extra = [NOT_A_DIGIT] if recipe.num_classes == 11 else []
+        return Normalization(*recipe.model.normalization)
+    return get_entry(recipe.model.name).normalization
+
+
+def recipe_meta(recipe: Recipe, classes: int | None = None, **fields: Any) -> ModelMeta:
+    """The model.json of a model trained by ``recipe`` with ``classes`` outputs (by default
+    what the recipe's data implies; the trainer knows it from the data it read): the one
+    place the trainer and the checkpoint loader build it."""
+    norm = recipe_normalization(recipe)
+    classes = classes or recipe.num_classes
+    extra = [NOT_A_DIGIT] if classes == 11 else []
     return ModelMeta(
         architecture=recipe.model.name,
-        model_kwargs=recipe.model_options(),
-        normalization=(float(shift), float(scale)),
+        model_kwargs=recipe.model_options(classes),
+        normalization=(float(norm.shift), float(norm.scale)),
         classes=list(DIGIT_CLASSES) + extra,
         recipe=recipe.model_dump(mode="json"),
         **fields,

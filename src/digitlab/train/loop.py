@@ -27,6 +27,7 @@ from digitlab.train.checkpoint import (
     prune_partial_files,
     save_checkpoint,
 )
+from digitlab.train.checkpoint_models import recipe_meta, recipe_normalization
 from digitlab.train.data import (
     epoch_order,
     test_set,
@@ -379,19 +380,14 @@ def _build(
     weights), its optimizer, augmentation and log."""
     import torch
 
-    from digitlab.models import create_model, get_entry
-    from digitlab.models.registry import Normalization
+    from digitlab.models import create_model
     from digitlab.train.schedules import lr_at
 
     seed = int(recipe.seed)
     torch.manual_seed(seed)
     notes: list[str] = []
     train_ds, val_ds, digests = training_splits(recipe, notes.append)
-    norm = (
-        Normalization(*recipe.model.normalization)
-        if recipe.model.normalization
-        else get_entry(recipe.model.name).normalization
-    )
+    norm = recipe_normalization(recipe)
     init = init_meta(recipe)
     classes = max(train_ds.num_classes, init.num_classes if init else 0)  # keeps "not a digit"
     model = create_model(recipe.model.name, **recipe.model_options(classes))
@@ -635,7 +631,7 @@ def _checkpoint(run: _Run) -> None:
 def _finish(run: _Run) -> RunResult:
     """Score the saved model (the best validation weights when selecting, else the final
     ones) on the test set, write the artifact and the test event."""
-    from digitlab.artifact import ModelMeta, save_artifact
+    from digitlab.artifact import save_artifact
 
     if run.best.state is not None:
         run.model.load_state_dict(run.best.state)
@@ -657,13 +653,9 @@ def _finish(run: _Run) -> RunResult:
     if run.best.metric:
         metrics.update(selected_by=run.best.metric, selected_iter=run.best.iteration)
     if run.world.is_main:
-        recipe, classes = run.recipe, run.classes
-        meta = ModelMeta(
-            architecture=recipe.model.name,
-            model_kwargs=recipe.model_options(classes),
-            normalization=(run.norm.shift, run.norm.scale),
-            classes=list(range(10)) + (["not-a-digit"] if classes == 11 else []),
-            recipe=recipe.model_dump(mode="json"),
+        meta = recipe_meta(
+            run.recipe,
+            run.classes,
             metrics=metrics,
             data_digests=run.digests,
             trained_on=run.train_ds.name,
