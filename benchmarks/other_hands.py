@@ -97,6 +97,18 @@ def failure_picture(groups: dict[str, list[tuple[bytes, str, str]]], path: Path)
     write_bytes_atomic(path, buf.getvalue())
 
 
+def trained_on(pred: object) -> str:
+    """What the model and its line model learnt from, as their model.json says."""
+    meta = pred.meta  # type: ignore[attr-defined]
+    data = (meta.recipe or {}).get("data", {})
+    fonts_n = int(data.get("font_digits", 0))
+    text = f"The digit model trained on `{meta.trained_on}`"
+    text += "." if fonts_n else ": MNIST's writers only, no handwriting fonts."
+    if meta.line is not None:
+        text += f" Its line model trained on {getattr(meta.line, 'trained_on', '?')}."
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="run or model folder [bundled model]")
@@ -203,12 +215,8 @@ def main() -> None:
         f"| low-resolution digits wrongly rejected | {low_rej:.2%} | <= 1% | "
         f"{target(low_rej <= 0.01)} |",
         "",
-        f"Rendering and reading took {seconds:.0f} s on one thread. The bundled model was",
-        "trained on MNIST writers only (with uploads made from them): the figures below",
-        "target are what retraining with digits and numbers in the "
-        f"{len(fonts.TRAIN_FAMILIES)} training",
-        "families (`digitlab.synth.fonts.TRAIN_FAMILIES`) is for; the recipes do not use",
-        "them yet. Held-out families are only ever measured here, never trained on.",
+        f"Rendering and reading took {seconds:.0f} s on one thread. {trained_on(pred)}",
+        "Held-out families are only ever measured here, never trained on or tuned on.",
         "",
         f"Failures, up to 8 per kind ([{FAILURES_PNG}]({FAILURES_PNG})):",
         "",

@@ -60,6 +60,7 @@ def calibrate_artifact(
     negatives: int | None = None,
     uploads: int = 4000,
     held_out: Dataset | None = None,
+    fonts: int | None = None,
 ) -> dict[str, Any]:
     """Fit temperature and a rejection threshold on held-out data; store them in model.json.
 
@@ -72,8 +73,11 @@ def calibrate_artifact(
     MNIST's, and ten times as many clean digits would otherwise hide the uploads' rejections.
     ``held_out`` digits (a fine-tuned model's own validation share of the user's data) join
     the fit and are a population of their own for the operating point, like the uploads:
-    ten thousand MNIST digits would otherwise outvote a new writer's twenty. Returns the
-    ``rejection`` block.
+    ten thousand MNIST digits would otherwise outvote a new writer's twenty. ``fonts`` digits
+    in the training handwriting fonts (default: a fifth of what the model trained on, fresh
+    renders) are a population too, so that other writers than MNIST's are not rejected.
+    Neither population may take the threshold below what keeps ``NON_DIGITS_KEPT`` of the
+    held-out non-digits rejected. Returns the ``rejection`` block.
     """
     import torch
 
@@ -82,6 +86,7 @@ def calibrate_artifact(
     from digitlab.errors import DigitlabError
     from digitlab.evaluate import batched_logits
     from digitlab.models.registry import Normalization
+    from digitlab.synth.fonts import prepared_font_digits, training_fonts
     from digitlab.synth.mixing import with_negatives
     from digitlab.synth.uploads import prepared_uploads
 
@@ -122,17 +127,27 @@ def calibrate_artifact(
         upload_logits = batched_logits(model, upload_x, Normalization(*meta.normalization).apply)
         upload_score = torch.softmax(upload_logits / t, 1).numpy()[:, :10].max(1)
         threshold = min(threshold, float(np.quantile(upload_score, max_digit_rejection)))
+    # "not a digit" must keep working: at least NON_DIGITS_KEPT of the held-out non-digits
+    # stay rejected, whatever the populations below ask for
+    floor = float(np.quantile(digit_score[~is_digit], NON_DIGITS_KEPT)) if extra_class else 0.0
+    if fonts is None:
+        fonts = int((trained[0].get("data") or {}).get("font_digits", 0)) // 5
+    families = training_fonts(fonts, None)
+    font_score = np.zeros(0)
+    if families:
+        made = prepared_font_digits(fonts, 4343, families)[0]
+        font_logits = batched_logits(
+            model, torch.from_numpy(made), Normalization(*meta.normalization).apply
+        )
+        font_score = torch.softmax(font_logits / t, 1).numpy()[:, :10].max(1)
+        point = float(np.quantile(font_score, max_digit_rejection))
+        threshold = min(threshold, max(point, floor))
     own_score = digit_score[mine]
     if len(own_score):
-        # "lower": of a few dozen digits, the 0.5% point is the least confident one, kept;
-        # but never so low that "not a digit" stops working: at least NON_DIGITS_KEPT of
-        # the held-out non-digits stay rejected (one badly read sample would otherwise
-        # take the threshold to nothing)
+        # "lower": of a few dozen digits, the 0.5% point is the least confident one, kept
+        # (one badly read sample would take it to nothing but for the floor)
         own_point = float(np.quantile(own_score, max_digit_rejection, method="lower"))
-        if extra_class:
-            floor = float(np.quantile(digit_score[~is_digit], NON_DIGITS_KEPT))
-            own_point = max(own_point, floor)
-        threshold = min(threshold, own_point)
+        threshold = min(threshold, max(own_point, floor))
     block: dict[str, Any] = {
         "method": "extra-class" if extra_class else "max-probability",
         "temperature": round(t, 6),
@@ -146,6 +161,9 @@ def calibrate_artifact(
         if uploads
         else None,
     }
+    if len(font_score):
+        block["font_digits"] = len(font_score)
+        block["font_digits_rejected"] = round(float((font_score < threshold).mean()), 6)
     if len(own_score):
         block["held_out_digits"] = len(own_score)
         block["held_out_rejected"] = round(float((own_score < threshold).mean()), 6)

@@ -179,6 +179,15 @@ class DataSection(Section):
         "thin pens; digitlab.synth) read back to 28x28 as predict reads files; val gets a "
         "fifth more",
     )
+    font_digits: int = Field(
+        0,
+        ge=0,
+        le=MAX_SYNTHETIC,
+        description="digits in the training handwriting fonts (other writers than MNIST's; "
+        "digitlab.synth.fonts: pens from hairline to marker, slant, wobble, low resolution, "
+        "paper, light, JPEG) read back as predict reads files; val gets a fifth more; skipped "
+        "with a warning when the fonts are not installed",
+    )
 
     @field_validator("train_split", "val_split", "test_split")
     @classmethod
@@ -219,6 +228,7 @@ class DataSection(Section):
         """The most images an epoch can hold (before val_fraction takes its share); a user's
         source is counted at its largest (10 million) until it is read."""
         extra = self.uploads + self.negatives + self.number_pieces + self.mnist_mix
+        extra += self.font_digits
         return SPLIT_SIZES.get(self.train_split, MAX_USER_IMAGES) + extra
 
 
@@ -429,6 +439,14 @@ class LineDataSection(Section):
     train_split: Literal["train50k"] = "train50k"  # val holds out the check lines
     val_split: Literal["val"] = "val"
     lines: int = Field(60_000, ge=10, le=1_000_000, description="training lines")
+    font_lines: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="more training lines in the training handwriting fonts (digitlab.synth."
+        "fonts); a thirtieth more check them; skipped with a warning when not installed",
+    )
+    max_digits: int = Field(6, ge=2, le=20, description="the longest numbers written")
     val_fraction: float = Field(
         1 / 30, gt=0, le=1, description="check lines, as a share of the training lines"
     )

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from digitlab.errors import DigitlabError
+
+T = TypeVar("T")
 
 
 def cpu_cores() -> int:
@@ -41,3 +45,31 @@ def resolve_device(device: str) -> str:
             raise DigitlabError(f"--device {device}: no CUDA device here; use --device cpu")
         return device
     raise DigitlabError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def map_chunks(
+    fn: Callable[..., T],
+    tasks: Sequence[tuple[Any, ...]],
+    workers: int | None = None,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> list[T]:
+    """``[fn(*task) for task in tasks]`` over ``workers`` processes (default: one per core).
+
+    The synthetic-data makers render in chunks this way; each chunk carries its own seed, so
+    the result does not depend on the number of workers. Processes are spawned, not forked:
+    the caller may hold torch's threads, which a fork would copy half-made. ``initializer``
+    runs once per worker (and once here when there is one worker) with data every task needs.
+    """
+    workers = max(1, min(cpu_cores() if workers is None else workers, len(tasks)))
+    if workers == 1:
+        if initializer is not None:
+            initializer(*initargs)
+        return [fn(*task) for task in tasks]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=initializer, initargs=initargs
+    ) as pool:
+        return list(pool.map(fn, *zip(*tasks, strict=True)))

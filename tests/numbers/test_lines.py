@@ -164,11 +164,16 @@ def test_train_line_writes_a_line_model_that_predict_uses(tmp_path, cli):
     folder = tmp_path / "model"
     shutil.copytree(BUNDLED_MODEL, folder)
     (folder / LINE_FILE).unlink()
-    r = cli("train-line", str(folder), "--lines", "300", "--epochs", "1")
+    r = cli("train-line", str(folder), "--lines", "300", "--set", "data.font_lines=60",
+            "--epochs", "1")  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()
     assert "line model:" in r.stdout.decode() and "epoch 1/1" in r.stderr.decode()
+    assert "(60 in fonts)" in r.stderr.decode()
     block = json.loads((folder / "model.json").read_text())["line"]
     assert block["file"] == LINE_FILE and block["epochs"] == 1 and block["val_lines"] >= 200
+    assert (
+        block["val_font_lines"] == 2 and "60 of them in 18 handwriting fonts" in block["trained_on"]
+    )
     assert 0 <= block["val_sequence_accuracy"] <= 1
     assert (folder / LINE_FILE).stat().st_size < 600_000  # float16 weights
     reader = Predictor(folder).line

@@ -170,3 +170,41 @@ def test_the_bundled_model_reads_clean_font_digits_and_numbers(folder):
     numbers = fonts.font_samples(12, seed=12, families=families, lengths=(2, 4), style=fonts.CLEAN)
     exact = [pred.predict_image(s.data, number=True)["number"] == s.text for s in numbers]
     assert np.mean(exact) >= 0.75  # measured 1.0
+
+
+def test_font_digits_for_training_are_read_back_like_uploads_and_need_no_worker_count(folder):
+    """prepared_font_digits: 28x28 digits as predict reads them, their labels, low-res
+    chunks among them, and the same result from one worker as from two."""
+    from digitlab.inputs import digit_input
+
+    n = 2 * fonts.FONT_CHUNK + 7
+    one = fonts.prepared_font_digits(n, seed=3, families=fonts.TRAIN_FAMILIES[:3], workers=1)
+    two = fonts.prepared_font_digits(n, seed=3, families=fonts.TRAIN_FAMILIES[:3], workers=2)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    x, y = one
+    assert x.shape[1:] == (28, 28) and x.dtype == np.uint8 and len(x) == len(y) >= n - 3
+    assert set(y.tolist()) == set(range(10))
+    assert (x.reshape(len(x), -1).max(1) > 128).all()  # every one has ink
+    # the first chunk's first digit is what predict reads of its upload
+    first = fonts.font_samples(fonts.FONT_CHUNK, seed=_first_chunk_seed(3),
+                               families=fonts.TRAIN_FAMILIES[:3])[0]  # fmt: skip
+    assert np.array_equal(digit_input(first.data).image, x[0]) and int(first.text) == y[0]
+
+
+def _first_chunk_seed(seed: int) -> int:
+    return int(np.random.default_rng(seed).integers(2**62))
+
+
+def test_the_low_resolution_share_of_font_digit_chunks_is_exact():
+    pct = round(fonts.LOW_RES_SHARE * 100)
+    lows = [(k + 1) * pct // 100 > k * pct // 100 for k in range(100)]
+    assert sum(lows) == pct
+
+
+def test_training_fonts_warn_once_and_train_without_them_when_missing(tmp_path, monkeypatch):
+    heard: list[str] = []
+    assert fonts.training_fonts(0, heard.append) == () and heard == []
+    monkeypatch.setenv("DIGITLAB_FONTS", str(tmp_path))
+    assert fonts.training_fonts(500, heard.append) == ()
+    assert len(heard) == 1 and heard[0].startswith("warning:") and "make fonts" in heard[0]
+    assert "without the 500 samples" in heard[0]

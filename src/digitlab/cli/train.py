@@ -213,12 +213,19 @@ def ensemble_cmd(models: tuple[str, ...], out: str, tta: bool) -> None:
     type=click.IntRange(0, 100_000),
     help="Realistic uploads made from the val digits, held to the operating point too.",
 )
+@click.option(
+    "--fonts",
+    type=click.IntRange(0, 100_000),
+    help="Digits in the training handwriting fonts held to the operating point too "
+    "[a fifth of the font digits the model trained on].",
+)
 def calibrate_cmd(
     model: str,
     max_digit_rejection: float,
     data_source: str | None,
     no_preprocess: bool,
     uploads: int,
+    fonts: int | None,
 ) -> None:
     """Fit temperature scaling and the "not a digit" threshold on the val split (and on
     --data, your own held-out digits, as a population of their own)."""
@@ -229,11 +236,15 @@ def calibrate_cmd(
         from digitlab.data.source import load_source
 
         held_out = load_source(data_source, preprocess=not no_preprocess)
-    b = calibrate_artifact(model, max_digit_rejection, uploads=uploads, held_out=held_out)
+    b = calibrate_artifact(
+        model, max_digit_rejection, uploads=uploads, held_out=held_out, fonts=fonts
+    )
     click.echo(
         f"temperature {b['temperature']:.4f}; ECE {b['ece_before']:.4f} -> {b['ece_after']:.4f}"
     )
     line = f"threshold {b['threshold']:.4f}: rejects {b['val_digits_rejected']:.2%} of val digits"
+    if "font_digits_rejected" in b:
+        line += f", {b['font_digits_rejected']:.2%} of {b['font_digits']} digits in fonts"
     if "held_out_rejected" in b:
         line += f", {b['held_out_rejected']:.2%} of your {b['held_out_digits']} digits"
     if "val_non_digits_rejected" in b:

@@ -1,5 +1,6 @@
 """Mixing synthetic data into a training or validation set: "not a digit" images, labelled
-pieces of written numbers, and realistic uploads read back as predict reads them."""
+pieces of written numbers, and realistic uploads and digits in other people's handwriting
+read back as predict reads them."""
 
 from __future__ import annotations
 
@@ -37,10 +38,24 @@ def with_uploads(ds: Dataset, n: int, seed: int) -> Dataset:
 
     digits = ds.labels < 10
     x, y = prepared_uploads(ds.images[digits], ds.labels[digits], n, seed)
+    return _plus(ds, x, y, f"{n} uploads")
+
+
+def with_font_digits(ds: Dataset, n: int, seed: int, families: tuple[str, ...]) -> Dataset:
+    """The set plus ``n`` digits in the handwriting fonts ``families`` (other writers than
+    MNIST's, with pens, slant, wobble, low resolution and JPEG; digitlab.synth.fonts) read
+    back to 28x28 as ``predict`` reads files."""
+    from digitlab.synth.fonts import prepared_font_digits
+
+    x, y = prepared_font_digits(n, seed, families)
+    return _plus(ds, x, y, f"{len(y)} digits in {len(families)} handwriting fonts")
+
+
+def _plus(ds: Dataset, x: np.ndarray, y: np.ndarray, made: str) -> Dataset:
     return Dataset(
         np.concatenate([ds.images, x]),
-        np.concatenate([ds.labels, y]),
-        f"{ds.name}+{n} uploads",
+        np.concatenate([ds.labels, y]).astype(np.int64),
+        f"{ds.name}+{made}",
         ds.digests,
         ds.num_classes,
     )

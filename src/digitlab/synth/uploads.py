@@ -81,8 +81,7 @@ def prepared_uploads(
     Rendering and reading back cost about 25 ms an upload, so chunks run in ``workers``
     processes (default: one per available core); the result depends on ``seed`` alone.
     """
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    from digitlab.system import map_chunks
 
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(images), size=n, replace=len(images) < n)
@@ -91,16 +90,7 @@ def prepared_uploads(
          int(rng.integers(2**62)))
         for i in range(0, n, UPLOAD_CHUNK)
     ]  # fmt: skip
-    if workers is None:
-        from digitlab.system import cpu_cores
-
-        workers = cpu_cores()
-    workers = max(1, min(workers, len(tasks)))
-    if workers == 1:
-        done = [_prepared_chunk(*task) for task in tasks]
-    else:  # spawn: the caller may hold torch's threads, which a fork would copy half-made
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            done = list(pool.map(_prepared_chunk, *zip(*tasks, strict=True)))
+    done = map_chunks(_prepared_chunk, tasks, workers)
     x = np.concatenate(done) if done else np.zeros((0, 28, 28), np.uint8)
     return x, labels[picks].astype(np.int64)
 

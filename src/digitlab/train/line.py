@@ -41,32 +41,29 @@ class LineSet:
 
 
 def make_lines(
-    images: np.ndarray, labels: np.ndarray, n: int, seed: int, workers: int | None = None
+    images: np.ndarray,
+    labels: np.ndarray,
+    n: int,
+    seed: int,
+    workers: int | None = None,
+    *,
+    max_digits: int = 6,
+    fonts: int = 0,
+    families: tuple[str, ...] = (),
 ) -> LineSet:
-    """``n`` numbers written with ``images`` and read back as line images (those where no ink
-    is found are left out); chunks run in ``workers`` processes, the result depends on
-    ``seed`` alone."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    """``n`` numbers of 2 to ``max_digits`` digits written with ``images``, then ``fonts``
+    more in the handwriting fonts ``families`` (digitlab.synth.fonts), read back as line
+    images (those where no ink is found are left out); chunks run in ``workers`` processes,
+    the result depends on ``seed`` alone."""
+    from digitlab.system import map_chunks
 
     rng = np.random.default_rng(seed)
-    tasks = [(min(LINE_CHUNK, n - i), int(rng.integers(2**62))) for i in range(0, n, LINE_CHUNK)]
-    if workers is None:
-        from digitlab.system import cpu_cores
-
-        workers = cpu_cores()
-    workers = max(1, min(workers, len(tasks)))
-    if workers == 1:
-        _WORKER_DIGITS[:] = [images, labels]
-        done = [_line_chunk(count, s) for count, s in tasks]
-    else:  # spawn: the caller may hold torch's threads, which a fork would copy half-made
-        with ProcessPoolExecutor(
-            workers,
-            mp_context=get_context("spawn"),
-            initializer=_hold_digits,
-            initargs=(images, labels),  # sent once per worker, not once per task
-        ) as pool:
-            done = list(pool.map(_line_chunk, *zip(*tasks, strict=True)))
+    tasks = [
+        (min(LINE_CHUNK, total - i), int(rng.integers(2**62)), max_digits, fams)
+        for total, fams in ((n, ()), (fonts, families))
+        for i in range(0, total, LINE_CHUNK)
+    ]
+    done = map_chunks(_line_chunk, tasks, workers, _hold_digits, (images, labels))
     _WORKER_DIGITS.clear()
     return LineSet([im for d in done for im in d.images], [t for d in done for t in d.texts])
 
@@ -79,15 +76,22 @@ def _hold_digits(images: np.ndarray, labels: np.ndarray) -> None:
     _WORKER_DIGITS[:] = [images, labels]
 
 
-def _line_chunk(n: int, seed: int) -> LineSet:
+def _line_chunk(n: int, seed: int, max_digits: int, families: tuple[str, ...]) -> LineSet:
+    """``n`` lines: numbers of MNIST digits, or in the fonts ``families`` when there are some."""
     from digitlab.inputs import line_input
     from digitlab.numbers.lines import line_image
     from digitlab.numbers.segment import locate
+    from digitlab.synth.fonts import font_samples
     from digitlab.synth.uploads import realistic_numbers
 
-    images, labels = _WORKER_DIGITS
+    if families:
+        samples = font_samples(n, seed, families, lengths=(2, max_digits))
+        written = [(s.data, s.text) for s in samples]
+    else:
+        images, labels = _WORKER_DIGITS
+        written = [(d, t) for d, t, _ in realistic_numbers(images, labels, n, seed, 2, max_digits)]
     out = LineSet([], [])
-    for data, text, _kind in realistic_numbers(images, labels, n, seed):
+    for data, text in written:
         layout = locate(line_input(data))
         line = line_image(layout) if layout is not None else None
         if line is not None:
@@ -151,6 +155,7 @@ def train_line(
     from digitlab.data.dataset import load_split
     from digitlab.fileio import write_bytes_atomic
     from digitlab.models import create_model
+    from digitlab.synth.fonts import training_fonts
 
     folder = resolve_artifact(folder)
     started = time.perf_counter()
@@ -160,9 +165,18 @@ def train_line(
     rng = np.random.default_rng(seed)
     train = load_split(recipe.data.train_split)
     val = load_split(recipe.data.val_split)
-    data = make_lines(train.images, train.labels, lines, seed=1000 + seed)
-    held = make_lines(val.images, val.labels, recipe.data.val_lines(), seed=2000 + seed)
-    log(f"{len(data.texts)} training lines, {len(held.texts)} val lines")
+    longest, fonts = recipe.data.max_digits, recipe.data.font_lines
+    families = training_fonts(fonts, log)
+    fonts = fonts if families else 0
+    data = make_lines(train.images, train.labels, lines, 1000 + seed, max_digits=longest,
+                      fonts=fonts, families=families)  # fmt: skip
+    held = make_lines(val.images, val.labels, recipe.data.val_lines(), 2000 + seed,
+                      max_digits=longest)  # fmt: skip
+    n_fonts = max(1, fonts // 30) if fonts else 0
+    held_fonts = make_lines(val.images, val.labels, 0, 3000 + seed, max_digits=longest,
+                            fonts=n_fonts, families=families)  # fmt: skip
+    log(f"{len(data.texts)} training lines ({fonts} in fonts), {len(held.texts)} val lines, "
+        f"{len(held_fonts.texts)} val lines in fonts")  # fmt: skip
     model = create_model(recipe.model.name, **recipe.model.options)
     steps_per_epoch = max(1, len(data.texts) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.solver.weight_decay)
@@ -194,18 +208,23 @@ def train_line(
         log(f"epoch {epoch + 1}/{epochs}: CTC loss {loss_mean:.4f}, val lines read {acc:.2%}")
     model = shippable(model)
     acc = sequence_accuracy(model, held)
-    log(f"float16 weights: val lines read {acc:.2%}")
+    font_acc = sequence_accuracy(model, held_fonts) if held_fonts.texts else None
+    log(f"float16 weights: val lines read {acc:.2%}"
+        + (f", in fonts {font_acc:.2%}" if font_acc is not None else ""))  # fmt: skip
     onnx_bytes = export_line(model, held)
     write_bytes_atomic(folder / LINE_FILE, onnx_bytes)
     block = {
         "file": LINE_FILE,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "trained_on": f"{len(data.texts)} numbers of {recipe.data.train_split} digits "
+        "trained_on": f"{len(data.texts)} numbers of 2-{longest} digits, {fonts} of them in "
+        f"{len(families)} handwriting fonts, the rest of {recipe.data.train_split} digits "
         f"(seed {1000 + seed})",
         "recipe": recipe.model_dump(mode="json"),
         "epochs": epochs,
         "val_lines": len(held.texts),
         "val_sequence_accuracy": round(acc, 6),
+        "val_font_lines": len(held_fonts.texts),
+        "val_font_sequence_accuracy": None if font_acc is None else round(font_acc, 6),
         "seconds": round(time.perf_counter() - started, 1),
     }
     update_meta(folder, line=block)
