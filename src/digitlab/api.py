@@ -80,7 +80,7 @@ def _predictor(folder: str | None, backend: str) -> Predictor:
     return Predictor(folder, backend=backend)
 
 
-def load_model(model: ModelRef = None, backend: str = "torch") -> Predictor:
+def load_model(model: ModelRef = None, backend: str = "auto") -> Predictor:
     """The model that reads images (loaded once per folder and backend, then kept)."""
     return _predictor(None if model is None else str(Path(model).resolve()), backend)
 

@@ -74,7 +74,7 @@ class OnnxBackend:
         self.session = load_session(path, threads)
         built_from = self.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
         if built_from and built_from != weights_sha256(folder):
-            raise DigitlabError(
+            raise StaleExport(
                 f"{path} was exported from other weights than {folder}/model.safetensors; "
                 f"re-export with `digitlab export {folder} --format onnx`"
             )
@@ -113,9 +113,23 @@ class TorchBackend:
         return batched_logits(self.model, x, self.norm.apply, batch_size).cpu().numpy()
 
 
-def load_backend(folder: str | os.PathLike, backend: str = "torch") -> Backend:
+class StaleExport(DigitlabError):
+    """model.onnx was exported from other weights than the folder's model.safetensors."""
+
+
+def load_backend(folder: str | os.PathLike, backend: str = "auto") -> Backend:
+    """``torch``, ``onnx``, or ``auto``: ONNX Runtime where the folder holds a model.onnx
+    exported from its weights (it needs no torch and is faster on small batches:
+    docs/real-inputs.md), else torch."""
+    if backend == "auto":
+        if (Path(folder) / ONNX_FILE).is_file():
+            try:
+                return OnnxBackend(folder)
+            except StaleExport:
+                pass
+        return TorchBackend(folder)
     if backend == "torch":
         return TorchBackend(folder)
     if backend == "onnx":
         return OnnxBackend(folder)
-    raise DigitlabError(f"unknown backend {backend!r}; use torch or onnx")
+    raise DigitlabError(f"unknown backend {backend!r}; use auto, torch or onnx")

@@ -98,3 +98,30 @@ def test_export_to_a_place_that_cannot_be_written_fails_in_one_line(model_copy, 
     assert done.returncode == 2 and err.count("\n") == 1, err
     assert err.startswith("digitlab: error: ") and "Traceback" not in err
     assert not (blocker.parent / "sub").exists()
+
+
+def test_auto_backend_is_onnx_where_it_matches_the_weights_and_torch_otherwise(model_copy):
+    import torch
+
+    from digitlab.artifact import load_artifact, save_artifact
+    from digitlab.runtime import load_backend
+
+    fresh = model_copy.parent / "auto-fresh"
+    shutil.copytree(model_copy, fresh)
+    export_checked(fresh)
+    assert isinstance(load_backend(fresh), OnnxBackend)  # "auto" is the default
+    bare = model_copy.parent / "auto-bare"
+    shutil.copytree(fresh, bare, ignore=shutil.ignore_patterns("*.onnx"))
+    assert isinstance(load_backend(bare), TorchBackend)
+    retrained = model_copy.parent / "auto-retrained"  # new weights, the old model.onnx
+    shutil.copytree(fresh, retrained)
+    model, meta = load_artifact(retrained)
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.01)
+    save_artifact(retrained, model, meta)
+    assert isinstance(load_backend(retrained), TorchBackend)
+    with pytest.raises(DigitlabError, match="re-export"):
+        load_backend(retrained, "onnx")
+    (fresh / ONNX_FILE).write_bytes(b"not onnx")  # a damaged file is an error, not ignored
+    with pytest.raises(DigitlabError, match="not a loadable"):
+        load_backend(fresh)
