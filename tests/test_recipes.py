@@ -443,9 +443,10 @@ def test_the_line_model_is_registered_and_trained_from_its_own_recipe():
     from digitlab.recipes import load_line_recipe
 
     line = load_line_recipe()  # the `line` recipe: every setting of train-line has its home
-    assert (line.model.name, line.data.lines, line.train.epochs) == ("line-ctc", 60_000, 8)
+    assert (line.model.name, line.data.lines, line.train.epochs) == ("line-ctc", 40_000, 8)
+    assert (line.data.font_lines, line.data.max_digits) == (12_000, 10)
     assert (line.solver.lr, line.solver.weight_decay, line.data.batch_size) == (3e-3, 0.01, 64)
-    assert line.schedule.pct_start == 0.15 and line.data.val_lines() == 2000
+    assert line.schedule.pct_start == 0.15 and line.data.val_lines() == 1333
     net = create_model("line-ctc")
     # 229,547 in line.onnx, where each batch norm is folded into its convolution
     assert sum(p.numel() for p in net.parameters()) == 230_059
