@@ -1,4 +1,4 @@
-"""Facts about the machine that several layers need: usable cores and the compute device.
+"""What several layers need of the machine: usable cores, the device, one worker pool.
 
 One home for each, so that a worker count or a device check means the same everywhere
 (trainer, data decoding, synthesis, benchmarks, server).
