@@ -148,11 +148,18 @@ def test_number_mode_scores_all_candidate_pieces_in_one_model_call(predictor, mn
     assert all(r.digit == int(r.probabilities[:10].argmax()) for r in readings)  # no line model
 
 
-def test_number_pieces_are_scored_on_five_views_in_one_model_call(predictor, mnist, monkeypatch):
-    """piece_probabilities: the mean over a piece and its four 1-px moves, as the ensemble's
-    TTA shifts are, with one call of the model for all views of all pieces."""
+def test_number_pieces_are_scored_on_five_views_in_one_model_call(mnist, monkeypatch):
+    """piece_probabilities without a line model: the mean over a piece and its four 1-px
+    moves, as the ensemble's TTA shifts are, with one call of the model for all views of all
+    pieces. With a line model (the bundled one has it) each piece is scored once."""
     from digitlab.models.ensemble import TTA_SHIFTS
-    from digitlab.predict import PIECE_VIEWS, shifted
+    from digitlab.predict import PIECE_VIEWS, Predictor, shifted
+
+    with_line = Predictor()
+    assert with_line.line is not None
+    pieces = mnist["test"].images[:7]
+    assert np.array_equal(with_line.piece_probabilities(pieces), with_line.probabilities(pieces))
+    predictor = Predictor(line=False)
 
     assert list(PIECE_VIEWS) == list(TTA_SHIFTS)
     one = np.zeros((1, 5, 5), np.uint8)
@@ -160,7 +167,6 @@ def test_number_pieces_are_scored_on_five_views_in_one_model_call(predictor, mni
     assert [tuple(np.argwhere(shifted(one, dx, dy)[0])[0]) for dx, dy in PIECE_VIEWS] == [
         (2, 2), (2, 3), (2, 1), (3, 2), (1, 2)  # (row, column): right, left, down, up
     ]  # fmt: skip
-    pieces = mnist["test"].images[:7]
     by_hand = np.mean([predictor.probabilities(shifted(pieces, *v)) for v in PIECE_VIEWS], 0)
     calls = []
     real = predictor.probabilities

@@ -172,6 +172,7 @@ def test_the_bundled_model_reads_clean_font_digits_and_numbers(folder):
     assert np.mean(exact) >= 0.75  # measured 1.0
 
 
+@pytest.mark.slow
 def test_font_digits_for_training_are_read_back_like_uploads_and_need_no_worker_count(folder):
     """prepared_font_digits: 28x28 digits as predict reads them, their labels, low-res
     chunks among them, and the same result from one worker as from two."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from digitlab.numbers.lines import LINE_HEIGHT
 from digitlab.synth import fonts
 from digitlab.train.line import make_lines
 
 
+@pytest.mark.slow
 def test_lines_are_numbers_up_to_the_longest_asked_in_mnist_and_in_fonts(mnist):
     val = mnist["train"].subset(slice(50_000, 60_000), "val")
     families = fonts.TRAIN_FAMILIES[:4]
