@@ -113,8 +113,15 @@ def calibrate_artifact(
         n_neg = negatives or max(1, int(trained[0]["data"].get("negatives", 2000)) // 5)
         val = with_negatives(val, n_neg, seed=2 * int(trained[0].get("seed", 0)) + 2)
     x, y = val.tensors()
-    logits = batched_logits(model, x, Normalization(*meta.normalization).apply)
+    norm = Normalization(*meta.normalization).apply
+    logits = batched_logits(model, x, norm)
     t = fit_temperature(logits, y)
+
+    def confidence(images: np.ndarray) -> np.ndarray:
+        """The calibrated digit confidence of more uint8 images (N,28,28)."""
+        z = batched_logits(model, torch.from_numpy(images), norm)
+        return torch.softmax(z / t, 1).numpy()[:, :10].max(1)
+
     probs_before = torch.softmax(logits, 1).numpy()
     probs_after = torch.softmax(logits / t, 1).numpy()
     labels = y.numpy()
@@ -122,10 +129,7 @@ def calibrate_artifact(
     is_digit = labels < 10
     threshold = float(np.quantile(digit_score[is_digit], max_digit_rejection))
     if uploads:
-        made = prepared_uploads(digits.images, digits.labels, uploads, 4242)[0]
-        upload_x = torch.from_numpy(made)
-        upload_logits = batched_logits(model, upload_x, Normalization(*meta.normalization).apply)
-        upload_score = torch.softmax(upload_logits / t, 1).numpy()[:, :10].max(1)
+        upload_score = confidence(prepared_uploads(digits.images, digits.labels, uploads, 4242)[0])
         threshold = min(threshold, float(np.quantile(upload_score, max_digit_rejection)))
     # "not a digit" must keep working: at least NON_DIGITS_KEPT of the held-out non-digits
     # stay rejected, whatever the populations below ask for
@@ -135,11 +139,7 @@ def calibrate_artifact(
     families = training_fonts(fonts, None)
     font_score = np.zeros(0)
     if families:
-        made = prepared_font_digits(fonts, 4343, families)[0]
-        font_logits = batched_logits(
-            model, torch.from_numpy(made), Normalization(*meta.normalization).apply
-        )
-        font_score = torch.softmax(font_logits / t, 1).numpy()[:, :10].max(1)
+        font_score = confidence(prepared_font_digits(fonts, 4343, families)[0])
         point = float(np.quantile(font_score, max_digit_rejection))
         threshold = min(threshold, max(point, floor))
     own_score = digit_score[mine]
