@@ -444,7 +444,8 @@ class LineDataSection(Section):
         ge=0,
         le=1_000_000,
         description="more training lines in the training handwriting fonts (digitlab.synth."
-        "fonts); a thirtieth more check them; skipped with a warning when not installed",
+        "fonts); val_fraction as many more check them; skipped with a warning when not "
+        "installed",
     )
     max_digits: int = Field(6, ge=2, le=20, description="the longest numbers written")
     val_fraction: float = Field(

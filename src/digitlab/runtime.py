@@ -120,7 +120,7 @@ class StaleExport(DigitlabError):
 def load_backend(folder: str | os.PathLike, backend: str = "auto") -> Backend:
     """``torch``, ``onnx``, or ``auto``: ONNX Runtime where the folder holds a model.onnx
     exported from its weights (it needs no torch and is faster on small batches:
-    docs/real-inputs.md), else torch."""
+    docs/other-hands-training.md), else torch."""
     if backend == "auto":
         if (Path(folder) / ONNX_FILE).is_file():
             try:

@@ -130,14 +130,13 @@ def training_size(recipe: Recipe) -> int:
     """The number of images :func:`training_splits` trains on (a user's source is read,
     or found in the cache, to count it)."""
     from digitlab.data.dataset import SPLITS, load_mnist, split_of
+    from digitlab.synth.fonts import training_fonts
 
     spec = recipe.data.train_split
     mnist = spec in SPLITS
     n = len(split_of(load_mnist(), spec) if mnist else source_set(recipe, spec)[0])
     if recipe.data.val_fraction:
         n -= int(round(n * recipe.data.val_fraction))
-    from digitlab.synth.fonts import training_fonts
-
     extra = recipe.data.uploads + recipe.data.negatives + recipe.data.number_pieces
     if training_fonts(recipe.data.font_digits, None):
         extra += recipe.data.font_digits

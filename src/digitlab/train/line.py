@@ -172,7 +172,7 @@ def train_line(
                       fonts=fonts, families=families)  # fmt: skip
     held = make_lines(val.images, val.labels, recipe.data.val_lines(), 2000 + seed,
                       max_digits=longest)  # fmt: skip
-    n_fonts = max(1, fonts // 30) if fonts else 0
+    n_fonts = max(1, int(fonts * recipe.data.val_fraction)) if fonts else 0
     held_fonts = make_lines(val.images, val.labels, 0, 3000 + seed, max_digits=longest,
                             fonts=n_fonts, families=families)  # fmt: skip
     log(f"{len(data.texts)} training lines ({fonts} in fonts), {len(held.texts)} val lines, "
