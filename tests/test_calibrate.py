@@ -18,7 +18,11 @@ def test_digits_in_the_training_fonts_are_a_population_of_their_own(tmp_path, mn
     assert 198 <= block["font_digits"] <= 200
     assert block["font_digits_rejected"] <= 0.05  # the 0.5% point, or the non-digit floor
     assert block["val_non_digits_rejected"] >= NON_DIGITS_KEPT
+    # letters and shapes in those hands hold the threshold up like the synthetic non-digits
+    assert 95 <= block["font_non_digits"] <= 100
+    assert block["font_non_digits_rejected"] >= NON_DIGITS_KEPT - 0.01
     assert read_meta(folder).rejection.font_digits == block["font_digits"]  # type: ignore[union-attr]
     # without fonts: no such population, and the threshold is val's (and the floor's)
     plain = calibrate_artifact(str(folder), uploads=0, fonts=0)
-    assert "font_digits" not in plain and plain["threshold"] >= block["threshold"]
+    assert "font_digits" not in plain and "font_non_digits" not in plain
+    assert plain["threshold"] >= block["threshold"]

@@ -184,6 +184,11 @@ def test_apply_override_builds_missing_sections_and_rejects_bad_syntax():
         (("[train]", '[schedule]\npolicy = "inv"\n[train]'), "schedule", "needs gamma and power"),
         (("[train]", "[augment]\nrotation = 500\n[train]"), "augment.rotation", "less than"),
         (("batch_size = 32", "batch_size = 32\nnumber_pieces = 10"), "data", "needs negatives"),
+        (
+            ("batch_size = 32", "batch_size = 32\nfont_non_digits = 9"),
+            "data",
+            "font_non_digits nee",
+        ),
         (("lr = 0.1", "lr = inf"), "solver.lr", "finite number"),
         (("iters = 10", "epochs = inf"), "train.epochs", "finite number"),
         (("batch_size = 32", "batch_size = true"), "data", "batch_size: expected <class 'int'>"),

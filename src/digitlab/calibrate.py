@@ -77,7 +77,8 @@ def calibrate_artifact(
     in the training handwriting fonts (default: a fifth of what the model trained on, fresh
     renders) are a population too, so that other writers than MNIST's are not rejected.
     Neither population may take the threshold below what keeps ``NON_DIGITS_KEPT`` of the
-    held-out non-digits rejected. Returns the ``rejection`` block.
+    held-out non-digits rejected, nor (with ``fonts``) of half as many letters and shapes
+    in the training fonts' hands. Returns the ``rejection`` block.
     """
     import torch
 
@@ -86,7 +87,7 @@ def calibrate_artifact(
     from digitlab.errors import DigitlabError
     from digitlab.evaluate import batched_logits
     from digitlab.models.registry import Normalization
-    from digitlab.synth.fonts import prepared_font_digits, training_fonts
+    from digitlab.synth.fonts import prepared_font_digits, prepared_font_non_digits, training_fonts
     from digitlab.synth.mixing import with_negatives
     from digitlab.synth.uploads import prepared_uploads
 
@@ -138,6 +139,11 @@ def calibrate_artifact(
         fonts = int((trained[0].get("data") or {}).get("font_digits", 0)) // 5
     families = training_fonts(fonts, None)
     font_score = np.zeros(0)
+    font_non_score = np.zeros(0)
+    if families and extra_class:
+        # letters and shapes in the same hands are held to the floor as well
+        font_non_score = confidence(prepared_font_non_digits(max(1, fonts // 2), 4344, families)[0])
+        floor = max(floor, float(np.quantile(font_non_score, NON_DIGITS_KEPT)))
     if families:
         font_score = confidence(prepared_font_digits(fonts, 4343, families)[0])
         point = float(np.quantile(font_score, max_digit_rejection))
@@ -164,6 +170,9 @@ def calibrate_artifact(
     if len(font_score):
         block["font_digits"] = len(font_score)
         block["font_digits_rejected"] = round(float((font_score < threshold).mean()), 6)
+    if len(font_non_score):
+        block["font_non_digits"] = len(font_non_score)
+        block["font_non_digits_rejected"] = round(float((font_non_score < threshold).mean()), 6)
     if len(own_score):
         block["held_out_digits"] = len(own_score)
         block["held_out_rejected"] = round(float((own_score < threshold).mean()), 6)

@@ -188,6 +188,15 @@ class DataSection(Section):
         "paper, light, JPEG) read back as predict reads files; val gets a fifth more; skipped "
         "with a warning when the fonts are not installed",
     )
+    font_non_digits: int = Field(
+        0,
+        ge=0,
+        le=MAX_SYNTHETIC,
+        description="'not a digit' images in the same hands and pens as font_digits: letters "
+        "in the training handwriting fonts and shapes drawn with their pens (digitlab.synth."
+        "fonts.font_non_digits); needs negatives > 0; val gets a fifth more; skipped with a "
+        "warning when the fonts are not installed",
+    )
 
     @field_validator("train_split", "val_split", "test_split")
     @classmethod
@@ -210,8 +219,9 @@ class DataSection(Section):
             raise ValueError("val_split 'val' is inside train_split 'train'; use 'train50k'")
         if self.val_split is not None and self.val_split == self.train_split:
             raise ValueError("val_split is the training source itself; use val_fraction")
-        if self.number_pieces and not self.negatives:
-            raise ValueError("number_pieces needs negatives > 0 (the 'not a digit' class)")
+        for field in ("number_pieces", "font_non_digits"):
+            if getattr(self, field) and not self.negatives:
+                raise ValueError(f"{field} needs negatives > 0 (the 'not a digit' class)")
         if self.mnist_mix and self.train_split in SPLITS_OF_MNIST:
             raise ValueError("mnist_mix adds MNIST to a user's source; train_split is MNIST")
         if self.val_fraction is not None and self.train_split in SPLIT_SIZES:
@@ -228,7 +238,7 @@ class DataSection(Section):
         """The most images an epoch can hold (before val_fraction takes its share); a user's
         source is counted at its largest (10 million) until it is read."""
         extra = self.uploads + self.negatives + self.number_pieces + self.mnist_mix
-        extra += self.font_digits
+        extra += self.font_digits + self.font_non_digits
         return SPLIT_SIZES.get(self.train_split, MAX_USER_IMAGES) + extra
 
 

@@ -192,6 +192,30 @@ def test_font_digits_for_training_are_read_back_like_uploads_and_need_no_worker_
     assert np.array_equal(digit_input(first.data).image, x[0]) and int(first.text) == y[0]
 
 
+def test_font_non_digits_are_training_letters_and_shapes_in_the_same_pens(folder):
+    """font_non_digits: letters never in the benchmark and shapes, each pen in turn, the same
+    bytes from the same seed; prepared ones are 28x28 'not a digit' images with ink."""
+    from digitlab.synth.negatives import SHAPES, TRAIN_LETTERS
+    from digitlab.synth.uploads import LETTERS
+
+    families = fonts.TRAIN_FAMILIES[:2]
+    samples = fonts.font_non_digits(20, seed=9, families=families)
+    again = fonts.font_non_digits(20, seed=9, families=families)
+    assert [s.data for s in samples] == [s.data for s in again]
+    letters, shapes = samples[::2], samples[1::2]
+    assert all(1 <= len(s.text) <= 2 and set(s.text) <= set(TRAIN_LETTERS) for s in letters)
+    assert not any(set(s.text) & set(LETTERS) for s in letters)  # the benchmark's stay unseen
+    assert [s.text for s in shapes] == [SHAPES[i % len(SHAPES)] for i in range(10)]
+    assert {s.pen for s in samples} == set(fonts.PENS) and {s.family for s in samples} == set(
+        families
+    )
+    for s in samples[:6]:
+        assert load_image(s.data).size[0] >= 8  # an image a user could send
+    x, y = fonts.prepared_font_non_digits(30, seed=9, families=families, workers=1)
+    assert x.shape[1:] == (28, 28) and len(x) == len(y) >= 27 and set(y.tolist()) == {10}
+    assert (x.reshape(len(x), -1).max(1) > 128).all()
+
+
 def _first_chunk_seed(seed: int) -> int:
     return int(np.random.default_rng(seed).integers(2**62))
 

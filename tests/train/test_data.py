@@ -29,6 +29,19 @@ def test_font_digits_join_training_and_a_fifth_join_validation(mnist):
     assert training_size(recipe) == 50_040
 
 
+def test_font_non_digits_join_training_as_not_a_digit_and_a_fifth_join_validation(mnist):
+    recipe = load_recipe(
+        "default",
+        fields={"data.train_split": "train50k", "data.val_split": "val", "data.negatives": 10,
+                "data.font_non_digits": 30},
+    )  # fmt: skip
+    train, val, _ = training_splits(recipe)
+    assert "non-digits in 18 handwriting fonts" in train.name and train.num_classes == 11
+    assert (train.labels == 10).sum() >= 10 + 28 and (val.labels == 10).sum() >= 2 + 5
+    assert (train.labels[:50_000] < 10).all()
+    assert training_size(recipe) == 50_040
+
+
 def test_without_the_fonts_a_run_trains_on_mnist_and_says_so(mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITLAB_FONTS", str(tmp_path))
     recipe = font_recipe(40)

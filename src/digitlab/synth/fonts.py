@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -181,6 +181,20 @@ def prepared_font_digits(
     on ``seed`` alone. An upload where no ink is found is left out (94 of 15,000 for the
     bundled model).
     """
+    return _prepared(n, seed, families, workers, non_digits=False)
+
+
+def prepared_font_non_digits(
+    n: int, seed: int, families: tuple[str, ...] = TRAIN_FAMILIES, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` :func:`font_non_digits` read back as :func:`prepared_font_digits` reads digits,
+    labelled 10 ("not a digit")."""
+    return _prepared(n, seed, families, workers, non_digits=True)
+
+
+def _prepared(
+    n: int, seed: int, families: tuple[str, ...], workers: int | None, non_digits: bool
+) -> tuple[np.ndarray, np.ndarray]:
     from digitlab.system import map_chunks
 
     rng = np.random.default_rng(seed)
@@ -188,20 +202,25 @@ def prepared_font_digits(
     for k, i in enumerate(range(0, n, FONT_CHUNK)):
         pct = round(LOW_RES_SHARE * 100)
         low = (k + 1) * pct // 100 > k * pct // 100  # spread evenly over the chunks
-        tasks.append((min(FONT_CHUNK, n - i), int(rng.integers(2**62)), families, low))
-    done = map_chunks(_font_digit_chunk, tasks, workers)
+        tasks.append((min(FONT_CHUNK, n - i), int(rng.integers(2**62)), families, low, non_digits))
+    done = map_chunks(_font_chunk, tasks, workers)
     if not done:
         return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
     return np.concatenate([x for x, _ in done]), np.concatenate([y for _, y in done])
 
 
-def _font_digit_chunk(
-    n: int, seed: int, families: tuple[str, ...], low_res: bool
+def _font_chunk(
+    n: int, seed: int, families: tuple[str, ...], low_res: bool, non_digits: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     from digitlab.inputs import digit_input
 
-    samples = font_samples(n, seed, families, style=LOW_RES if low_res else Style())
-    read = [(digit_input(s.data), int(s.text)) for s in samples]
+    style = LOW_RES if low_res else Style()
+    if non_digits:
+        read = [(digit_input(s.data), 10) for s in font_non_digits(n, seed, families, style)]
+    else:
+        read = [
+            (digit_input(s.data), int(s.text)) for s in font_samples(n, seed, families, style=style)
+        ]
     kept = [(r.image, label) for r, label in read if not r.empty]
     x = np.stack([im for im, _ in kept]) if kept else np.zeros((0, 28, 28), np.uint8)
     return x, np.array([label for _, label in kept], np.int64)
@@ -221,17 +240,95 @@ def render(
     Every random value is drawn up front from ``rng`` and each stage has a generator of its
     own, so turning one variation off leaves the others exactly as they were.
     """
-    font = Path(font) if font else font_file(family)
-    lo, hi = style.low_res or (style.height if len(text) == 1 else style.number_height)
+    path = Path(font) if font else font_file(family)
+
+    def strokes(work: int, height: int, slant: float, r: np.random.Generator) -> np.ndarray:
+        return ink(text, path, work, pen, touching, slant, style, r, height)
+
+    return _upload(strokes, text, family, rng, style, pen, touching)
+
+
+def font_non_digits(
+    n: int,
+    seed: int,
+    families: tuple[str, ...] = TRAIN_FAMILIES,
+    style: Style = Style(),
+    folder: str | Path | None = None,
+    letters: str | None = None,
+    shapes: tuple[str, ...] | None = None,
+) -> list[FontSample]:
+    """``n`` uploads that are not digits, in the hands :func:`font_samples` writes digits in:
+    one or two ``letters`` (default :data:`digitlab.synth.negatives.TRAIN_LETTERS`) in a
+    font of ``families``, and every other one a shape of ``shapes`` (default
+    :data:`digitlab.synth.negatives.SHAPES`; () for letters only) redrawn with the same
+    pens, bleed, slant and wobble, on the same pages. ``text`` is the letters or the shape's
+    kind. A model that learns the fonts' digits without these takes a letter or a triangle
+    in those pens for a digit (docs/other-hands-training.md)."""
+    from digitlab.synth.negatives import SHAPES, TRAIN_LETTERS
+
+    letters = letters or TRAIN_LETTERS
+    shapes = SHAPES if shapes is None else shapes
+    paths = {f: font_file(f, folder) for f in families}
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        family = families[i % len(families)]
+        pen = style.pens[(i // len(families)) % len(style.pens)]
+        sample_rng = np.random.default_rng(rng.integers(2**63))
+        if i % 2 == 0 or not shapes:
+            count = 1 + int(rng.random() < 0.3)
+            text = "".join(letters[k] for k in rng.integers(len(letters), size=count))
+            out.append(render(text, family, sample_rng, style, pen, font=paths[family]))
+            continue
+        kind = shapes[(i // 2) % len(shapes)]
+        strokes = partial(_shape, kind, pen, style)
+        out.append(_upload(strokes, kind, family, sample_rng, style, pen, count=1))
+    return out
+
+
+def _shape(
+    kind: str,
+    pen: str,
+    style: Style,
+    work: int,
+    height: int,
+    slant: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A shape of ``kind``, ``work`` pixels tall, written as :func:`ink` writes digits."""
+    from digitlab.synth.negatives import non_digit_ink
+
+    shape_rng, pen_rng, wobble_rng = (np.random.default_rng(s) for s in rng.integers(2**63, size=3))
+    a = _crop(non_digit_ink(kind, shape_rng))
+    wide = max(1, round(a.shape[1] * work / a.shape[0]))
+    a = np.asarray(Image.fromarray(a, "F").resize((wide, work), Image.Resampling.BILINEAR))
+    return _by_hand(np.clip(a, 0, 1), pen, work, height, slant, style, pen_rng, wobble_rng)
+
+
+def _upload(
+    strokes: Callable[[int, int, float, np.random.Generator], np.ndarray],
+    text: str,
+    family: str,
+    rng: np.random.Generator,
+    style: Style,
+    pen: str,
+    touching: bool = False,
+    count: int | None = None,
+) -> FontSample:
+    """What ``strokes(work, height, slant, rng)`` writes, ``height`` pixels tall, on a page
+    of ``style`` (and enlarged from low resolution): one file as a user sends it. ``count``
+    characters (default: of ``text``) choose between the pages of single digits and numbers."""
+    count = count or len(text)
+    lo, hi = style.low_res or (style.height if count == 1 else style.number_height)
     height = int(rng.integers(lo, hi + 1)) if style.low_res else _log_uniform(rng, lo, hi)
     work = max(height, 96)  # pens are drawn at >= 96 px (a 1 px line then), the page shrinks them
     slant = rng.uniform(-0.5, 1.0) * style.slant  # people lean right more often than left
     seeds = rng.integers(2**63, size=3)
-    pages = style.pages if len(text) == 1 else style.number_pages
+    pages = style.pages if count == 1 else style.number_pages
     page = pages[int(rng.integers(len(pages)))]
     upscale = style.upscales[int(rng.integers(len(style.upscales)))] if style.low_res else ""
-    a = ink(text, font, work, pen, touching, slant, style, np.random.default_rng(seeds[0]), height)
-    data = _on_page(a, height / work, len(text), page, np.random.default_rng(seeds[1]))
+    a = strokes(work, height, slant, np.random.default_rng(seeds[0]))
+    data = _on_page(a, height / work, count, page, np.random.default_rng(seeds[1]))
     if style.low_res:
         data = _enlarge(data, upscale, style.low_res_jpeg, np.random.default_rng(seeds[2]))
     low = height if style.low_res else 0
@@ -258,6 +355,21 @@ def ink(
     size = round(height * 1.4)  # a digit is about 0.7 of a handwriting font's size
     glyphs = [_glyph(str(font), size, ch) for ch in text]
     a = _compose(glyphs, height, touching, compose_rng)  # type: ignore[arg-type]
+    return _by_hand(a, pen, height, final, slant, style, pen_rng, wobble_rng)
+
+
+def _by_hand(
+    a: np.ndarray,
+    pen: str,
+    height: int,
+    final: int,
+    slant: float,
+    style: Style,
+    pen_rng: np.random.Generator,
+    wobble_rng: np.random.Generator,
+) -> np.ndarray:
+    """Strokes ``a`` (ink in [0, 1], ``height`` tall) redrawn with ``pen``, bled, pressed
+    unevenly, slanted and wobbled as :func:`ink` writes them; cropped to the ink."""
     a = _pen(a, pen, height, height / final, pen_rng)
     bleed_sigma, bleed_at, pressure = wobble_rng.uniform((0.3, 0.4, 0.0), (1.2, 0.9, 0.4))
     field_seed = wobble_rng.integers(2**63, size=2)

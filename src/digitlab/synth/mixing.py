@@ -51,11 +51,21 @@ def with_font_digits(ds: Dataset, n: int, seed: int, families: tuple[str, ...]) 
     return _plus(ds, x, y, f"{len(y)} digits in {len(families)} handwriting fonts")
 
 
+def with_font_non_digits(ds: Dataset, n: int, seed: int, families: tuple[str, ...]) -> Dataset:
+    """The set plus ``n`` non-digits (class 10) in the hands of ``families``: letters in
+    those fonts and shapes drawn with their pens (digitlab.synth.fonts.font_non_digits)."""
+    from digitlab.synth.fonts import prepared_font_non_digits
+
+    x, y = prepared_font_non_digits(n, seed, families)
+    return _plus(ds, x, y, f"{len(y)} non-digits in {len(families)} handwriting fonts")
+
+
 def _plus(ds: Dataset, x: np.ndarray, y: np.ndarray, made: str) -> Dataset:
+    """The set plus images ``x`` labelled ``y`` (10, "not a digit", makes it 11 classes)."""
     return Dataset(
         np.concatenate([ds.images, x]),
         np.concatenate([ds.labels, y]).astype(np.int64),
         f"{ds.name}+{made}",
         ds.digests,
-        ds.num_classes,
+        max(ds.num_classes, int(y.max()) + 1 if len(y) else 0),
     )

@@ -16,6 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 TRAIN_LETTERS = "ACEHKLMPTUVWXYaefkprvxy"
 KINDS = ("ellipse", "ellipse", "rectangle", "triangle", "star", "cross", "scribble", "hatch",
          "blobs", "letter", "letter", "letters2")  # fmt: skip
+# the kinds drawn with a pen (digitlab.synth.fonts redraws them in the handwriting pens)
+SHAPES = ("ellipse", "rectangle", "triangle", "star", "cross", "scribble", "hatch")
 SIDE = 96
 
 
@@ -27,7 +29,7 @@ def negative_images(n: int, seed: int) -> np.ndarray:
     out = np.zeros((n, 28, 28), np.uint8)
     i = 0
     while i < n:
-        ink = _draw(KINDS[i % len(KINDS)], rng)
+        ink = non_digit_ink(KINDS[i % len(KINDS)], rng)
         p = prepare(ink)
         if p.empty:
             continue
@@ -36,7 +38,8 @@ def negative_images(n: int, seed: int) -> np.ndarray:
     return out
 
 
-def _draw(kind: str, rng: np.random.Generator) -> np.ndarray:
+def non_digit_ink(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One non-digit of ``kind`` (:data:`KINDS`) as float ink in [0, 1], ``SIDE`` pixels square."""
     img = Image.new("L", (SIDE, SIDE), 0)
     d = ImageDraw.Draw(img)
     pen = int(rng.integers(3, 11))

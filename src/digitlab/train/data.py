@@ -26,7 +26,12 @@ def training_splits(
     digests of what they were made from. ``note`` hears what a user should know (images
     skipped as unreadable, test images that are also training images)."""
     from digitlab.synth.fonts import training_fonts
-    from digitlab.synth.mixing import with_font_digits, with_negatives, with_uploads
+    from digitlab.synth.mixing import (
+        with_font_digits,
+        with_font_non_digits,
+        with_negatives,
+        with_uploads,
+    )
 
     data = recipe.data
     train, digests = source_set(recipe, data.train_split)
@@ -44,12 +49,15 @@ def training_splits(
         train = with_uploads(train, data.uploads, 2 * recipe.seed + 1)
         if val is not None:
             val = with_uploads(val, max(1, data.uploads // 5), 2 * recipe.seed + 2)
-    families = training_fonts(data.font_digits, note)
-    if families:
-        train = with_font_digits(train, data.font_digits, 2 * recipe.seed + 1, families)
-        if val is not None:
-            n_val = max(1, data.font_digits // 5)
-            val = with_font_digits(val, n_val, 2 * recipe.seed + 2, families)
+    families = training_fonts(data.font_digits + data.font_non_digits, note)
+    for n, mix, other in (
+        (data.font_digits, with_font_digits, 0),
+        (data.font_non_digits, with_font_non_digits, 1000),  # not the digits' random draws
+    ):
+        if families and n:
+            train = mix(train, n, 2 * recipe.seed + 1 + other, families)
+            if val is not None:
+                val = mix(val, max(1, n // 5), 2 * recipe.seed + 2 + other, families)
     if data.negatives:
         pieces = data.number_pieces
         train = with_negatives(train, data.negatives, 2 * recipe.seed + 1, pieces)
@@ -138,8 +146,8 @@ def training_size(recipe: Recipe) -> int:
     if recipe.data.val_fraction:
         n -= int(round(n * recipe.data.val_fraction))
     extra = recipe.data.uploads + recipe.data.negatives + recipe.data.number_pieces
-    if training_fonts(recipe.data.font_digits, None):
-        extra += recipe.data.font_digits
+    if training_fonts(recipe.data.font_digits + recipe.data.font_non_digits, None):
+        extra += recipe.data.font_digits + recipe.data.font_non_digits
     return n + extra + recipe.data.mnist_mix
 
 
