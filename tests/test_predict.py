@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
+from digitlab import predict
 from digitlab.artifact import BUNDLED_MODEL
 from digitlab.predict import Predictor
 from digitlab.preprocess import MAX_IMAGE_BYTES
@@ -403,20 +404,43 @@ def test_an_input_that_trips_a_bug_is_its_own_error_entry(predictor, tmp_path, m
         files.append(tmp_path / f"{i}.png")
         files[-1].write_bytes(paper_png(mnist["test"].images[i]))
     cursed = files[1].read_bytes()
-    real = Predictor._model_input
+    real = predict.model_input
 
-    def model_input(self, data, preprocess):
+    def model_input(data, preprocess, max_pixels):
         if data == cursed:
             raise RuntimeError("boom\nsecond line")
-        return real(self, data, preprocess)
+        return real(data, preprocess, max_pixels)
 
-    monkeypatch.setattr(Predictor, "_model_input", model_input)
+    monkeypatch.setattr(predict, "model_input", model_input)
     out = list(predictor.predict_paths([str(f) for f in files]))
     assert out[1] == {
         "path": str(files[1]),
         "error": "internal error (RuntimeError: boom second line); please report it",
     }
     assert [out[0]["digit"], out[2]["digit"]] == [mnist["test"].labels[0], mnist["test"].labels[2]]
+
+
+def test_a_folder_read_in_worker_processes_gives_the_same_answers_in_order(
+    predictor, tmp_path, mnist
+):
+    """predict_paths(workers=2): files read and preprocessed in two spawned processes, the
+    model run here; broken files and unlistable inputs keep their place, as with one."""
+    images, labels = mnist["test"].images, mnist["test"].labels
+    n = predict.BATCH + 40  # two chunks, so both workers have one
+    paths = []
+    for i in range(n):
+        paths.append(str(tmp_path / f"{i:04d}.png"))
+        Image.fromarray(images[i]).save(paths[-1])
+    (tmp_path / "0003.png").write_bytes(b"not a png")
+    paths.insert(7, predict.Unreadable(str(tmp_path / "list.txt"), "cannot list it"))
+    shown = tmp_path / "shown"
+    two = list(predictor.predict_paths(paths, workers=2, show_input=str(shown)))
+    one = list(predictor.predict_paths(paths, workers=1))
+    assert two == one and [r["path"] for r in two] == paths
+    assert "error" in two[3] and two[7]["error"] == "cannot list it"
+    right = [r["digit"] == labels[i] for i, r in enumerate(two[:7] + two[8:]) if i != 3]
+    assert np.mean(right) >= 0.98
+    assert len(list(shown.glob("*.png"))) == n - 1  # every image the model saw
 
 
 def test_number_boxes_stay_inside_the_image(predictor, mnist):

@@ -47,6 +47,9 @@ class Unreadable(str):
         self.error = error
         return self
 
+    def __reduce__(self) -> tuple[type[Unreadable], tuple[str, str]]:
+        return Unreadable, (str(self), self.error)  # to a worker process of predict_paths
+
 
 def expand_inputs(paths: Iterable[str]) -> list[str]:
     """Files as given; folders become their image files (sorted); list files their entries.
@@ -241,15 +244,6 @@ class Predictor:
 
     # -- images -----------------------------------------------------------------------------
 
-    def _model_input(self, data: bytes, preprocess: bool) -> tuple[np.ndarray, bool]:
-        """The 28x28 uint8 the model sees for one image, and whether it is blank."""
-        from digitlab.inputs import digit_input
-
-        if not preprocess:
-            return mnist_like(data, self.max_pixels), False
-        prep = digit_input(data, self.max_pixels)
-        return prep.image, prep.empty
-
     def predict_image(
         self, data: bytes, *, number: bool = False, explain: bool = False
     ) -> dict[str, Any]:
@@ -295,40 +289,79 @@ class Predictor:
         number: bool = False,
         show_input: str | None = None,
         preprocess: bool = True,
+        workers: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """One result per input, in input order; unreadable inputs give ``{"path", "error"}``.
 
         Single digits are classified in batches; ``show_input`` saves each 28x28 the model saw;
         ``preprocess=False`` takes images as MNIST-style already. One input that fails, for
-        whatever reason, is that input's error entry: the others are still answered.
+        whatever reason, is that input's error entry: the others are still answered. Files
+        are read and preprocessed in ``workers`` processes (default: one per core from
+        :data:`PARALLEL_FROM` single-digit inputs on; the model itself runs here).
         """
+        if number:
+            for p in paths:
+                try:
+                    yield {"path": p, **self.predict_image(read_input(p), number=True)}
+                except Exception as exc:  # noqa: BLE001 - one input's failure is its own entry
+                    yield {"path": p, "error": input_error(exc)}
+            return
+        from digitlab.system import cpu_cores, imap_chunks
 
-        batch = 256
-        for start in range(0, len(paths), batch):
-            chunk = paths[start : start + batch]
+        if workers is None:
+            workers = cpu_cores() if len(paths) >= PARALLEL_FROM else 1
+        if "-" in paths:  # stdin is this process's
+            workers = 1
+        chunks = [paths[start : start + BATCH] for start in range(0, len(paths), BATCH)]
+        tasks = [(chunk, preprocess, self.max_pixels) for chunk in chunks]
+        for k, read in enumerate(imap_chunks(model_inputs, tasks, workers)):
             results: list[dict[str, Any]] = []
             images, empties, slots = [], [], []
-            for p in chunk:
-                try:
-                    data = read_input(p)
-                    if number:
-                        results.append({"path": p, **self.predict_image(data, number=True)})
-                        continue
-                    image, empty = self._model_input(data, preprocess)
-                except Exception as exc:  # noqa: BLE001 - one input's failure is its own entry
-                    results.append({"path": p, "error": input_error(exc)})
+            for p, (image, empty, error) in zip(chunks[k], read, strict=True):
+                if error is not None:
+                    results.append({"path": p, "error": error})
                     continue
                 slots.append(len(results))
                 results.append({"path": p})
                 images.append(image)
                 empties.append(empty)
                 if show_input:
-                    _save_input(show_input, p, start + len(results) - 1, image)
+                    _save_input(show_input, p, k * BATCH + len(results) - 1, image)
             if images:
                 verdicts = self.verdicts(np.stack(images), np.array(empties))
                 for slot, v in zip(slots, verdicts, strict=True):
                     results[slot].update(v)
             yield from results
+
+
+BATCH = 256  # single-digit inputs classified at once
+PARALLEL_FROM = 2000  # inputs from which a folder is read in one process per core
+
+
+def model_inputs(
+    paths: list[str], preprocess: bool, max_pixels: int
+) -> list[tuple[np.ndarray | None, bool, str | None]]:
+    """For each input: the 28x28 uint8 the model sees, whether it is blank, and the error
+    entry of an input that cannot be read (then no image). Runs in a worker process."""
+    out: list[tuple[np.ndarray | None, bool, str | None]] = []
+    for p in paths:
+        try:
+            image, empty = model_input(read_input(p), preprocess, max_pixels)
+        except Exception as exc:  # noqa: BLE001 - one input's failure is its own entry
+            out.append((None, False, input_error(exc)))
+            continue
+        out.append((image, empty, None))
+    return out
+
+
+def model_input(data: bytes, preprocess: bool, max_pixels: int) -> tuple[np.ndarray, bool]:
+    """The 28x28 uint8 the model sees for one image, and whether it is blank."""
+    from digitlab.inputs import digit_input
+
+    if not preprocess:
+        return mnist_like(data, max_pixels), False
+    prep = digit_input(data, max_pixels)
+    return prep.image, prep.empty
 
 
 def input_error(exc: Exception) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from digitlab.errors import DigitlabError
@@ -61,15 +61,29 @@ def map_chunks(
     the caller may hold torch's threads, which a fork would copy half-made. ``initializer``
     runs once per worker (and once here when there is one worker) with data every task needs.
     """
+    return list(imap_chunks(fn, tasks, workers, initializer, initargs))
+
+
+def imap_chunks(
+    fn: Callable[..., T],
+    tasks: Sequence[tuple[Any, ...]],
+    workers: int | None = None,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[T]:
+    """:func:`map_chunks` that yields each result, in order, as soon as it is done: a
+    caller streams its output (``predict`` on a folder) while later chunks still run."""
     workers = max(1, min(cpu_cores() if workers is None else workers, len(tasks)))
     if workers == 1:
         if initializer is not None:
             initializer(*initargs)
-        return [fn(*task) for task in tasks]
+        for task in tasks:
+            yield fn(*task)
+        return
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=initializer, initargs=initargs
     ) as pool:
-        return list(pool.map(fn, *zip(*tasks, strict=True)))
+        yield from pool.map(fn, *zip(*tasks, strict=True))
