@@ -262,13 +262,16 @@ def _accumulate(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     acc = np.empty((h, w))
     acc[0] = cost[0]
     moves = np.zeros((h, w), np.int8)
-    cols = np.arange(w)
+    left, right = np.full(w, np.inf), np.full(w, np.inf)  # from the column left / right
+    least = np.empty(w)
     for y in range(1, h):
         prev = acc[y - 1]
-        options = np.stack([np.r_[np.inf, prev[:-1]] + BEND, prev, np.r_[prev[1:], np.inf] + BEND])
-        best = options.argmin(axis=0)
-        acc[y] = cost[y] + options[best, cols]
-        moves[y] = best - 1
+        np.add(prev[:-1], BEND, out=left[1:])
+        np.add(prev[1:], BEND, out=right[:-1])
+        np.minimum(np.minimum(left, prev, out=least), right, out=least)
+        # ties go left, then straight down (the order argmin over the three would take)
+        moves[y] = np.where(left == least, -1, np.where(prev == least, 0, 1))
+        np.add(cost[y], least, out=acc[y])
     return acc, moves
 
 
