@@ -133,6 +133,8 @@ def main() -> None:
     # speed 1: a folder of 28x28 PNGs, read + preprocess + predict, end to end
     from PIL import Image
 
+    from digitlab.system import cpu_cores
+
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i in range(2000):
@@ -140,9 +142,14 @@ def main() -> None:
             Image.fromarray(test.images[i]).save(p)
             paths.append(str(p))
         list(pred.predict_paths(paths[:100]))  # warm-up
-        t0 = time.perf_counter()
-        out = list(pred.predict_paths(paths))
-        folder_rate = len(out) / (time.perf_counter() - t0)
+        cores = cpu_cores()
+        rates: dict[int, list[float]] = {1: [], cores: []}
+        for _ in range(3):  # side by side, alternating: the machine is shared
+            for workers in rates:
+                t0 = time.perf_counter()  # spawning the workers is part of the time
+                out = list(pred.predict_paths(paths, workers=workers))
+                rates[workers].append(len(out) / (time.perf_counter() - t0))
+        one_rate, folder_rate = (statistics.median(rates[w]) for w in (1, cores))
 
     # speed 2: one 2000x1500 JPEG photo, latency of predict_image
     photo = photo_jpeg(test.images[0], 5)
@@ -195,7 +202,8 @@ def main() -> None:
         f"{target(neg_rej >= 0.95)} |",
         f"| real digits rejected | {digit_rej:.2%} | <= 1% | {target(digit_rej <= 0.01)} |",
         f"| non-digits read as a number with `--number` | {np.mean(as_number):.2%} | none set | |",
-        f"| 28x28 PNG folder, end to end | {folder_rate:,.0f} images/s | >= 1,000/s | "
+        f"| 28x28 PNG folder (2,000 files), end to end, {cores} processes | "
+        f"{folder_rate:,.0f} images/s (one process: {one_rate:,.0f}) | >= 1,000/s | "
         f"{target(folder_rate >= 1000)} |",
         f"| one 2000x1500 JPEG photo | {photo_ms:.1f} ms (read '{photo_digit}', true "
         f"'{int(test.labels[0])}') | < 50 ms | {target(photo_ms < 50)} |",
