@@ -18,11 +18,14 @@ def test_digits_in_the_training_fonts_are_a_population_of_their_own(tmp_path, mn
     assert 198 <= block["font_digits"] <= 200
     assert block["font_digits_rejected"] <= 0.05  # the 0.5% point, or the non-digit floor
     assert block["val_non_digits_rejected"] >= NON_DIGITS_KEPT
-    # letters and shapes in those hands hold the threshold up like the synthetic non-digits
-    assert 95 <= block["font_non_digits"] <= 100
-    assert block["font_non_digits_rejected"] >= NON_DIGITS_KEPT - 0.01
     assert read_meta(folder).rejection.font_digits == block["font_digits"]  # type: ignore[union-attr]
     # without fonts: no such population, and the threshold is val's (and the floor's)
     plain = calibrate_artifact(str(folder), uploads=0, fonts=0)
     assert "font_digits" not in plain and "font_non_digits" not in plain
     assert plain["threshold"] >= block["threshold"]
+    # letters and shapes in the fonts' hands are non-digits too: where the font digits lower
+    # the threshold, they lower it only as far as keeps 98% of those rejected
+    assert 95 <= block["font_non_digits"] <= 100
+    assert block["font_non_digits_rejected"] >= 0.9  # measured 0.97 for the bundled model
+    if block["threshold"] < plain["threshold"]:
+        assert block["font_non_digits_rejected"] >= NON_DIGITS_KEPT - 0.01

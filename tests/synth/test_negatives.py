@@ -83,7 +83,8 @@ def test_a_recipe_with_uploads_trains_and_validates_on_them_too():
     from digitlab.recipes import load_recipe
     from digitlab.train.data import training_size, training_splits
 
-    extras = ["data.uploads=25", "data.negatives=10", "data.number_pieces=0"]
+    extras = ["data.uploads=25", "data.negatives=10", "data.number_pieces=0",
+              "data.font_digits=0", "data.font_non_digits=0"]  # fmt: skip
     recipe = load_recipe("bundled", extras)
     train, val, _ = training_splits(recipe)
     assert len(train) == 50000 + 25 + 10 == training_size(recipe)

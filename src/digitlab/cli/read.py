@@ -135,7 +135,7 @@ def predict_cmd(
         predictor = Predictor(folder)
     failed = False
     results = predictor.predict_paths(
-        inputs, number=number, show_input=show_input, preprocess=not no_preprocess
+        inputs, number=number, show_input=show_input, preprocess=not no_preprocess, workers=None
     )
     for r in results:
         failed |= "error" in r
