@@ -370,6 +370,10 @@ def test_collect_mode_saves_drawn_samples_per_digit_and_shows_the_counts(browser
     save.click()
     expect(page.locator("#count-8")).to_have_text("1")
     draw(page, eight(0.15))
+    # the drawing is read first, as a user sees it: a save within the 120 ms the pad waits
+    # before reading would race that read, which clears the status line on an empty pad
+    expect(page.locator("#answer")).not_to_have_text("–", timeout=10_000)
+    page.wait_for_timeout(500)  # pointer events arrive with the frames: let the last one land
     page.keyboard.press("s")  # and S saves
     expect(page.locator("#count-8")).to_have_text("2")
     expect(page.locator("#status")).to_have_text("Saved as 8: 2 so far.")

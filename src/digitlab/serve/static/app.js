@@ -184,7 +184,8 @@
   function schedule() {
     clearTimeout(timer);
     timer = setTimeout(() => {
-      if (!items.length) return showEmpty();
+      // a stroke that ends just after it was saved must not wipe the "Saved as" status
+      if (!items.length) return answer.dataset.state === "empty" || showEmpty();
       // An untouched upload is sent as the original file, not the canvas copy.
       const only = items.length === 1 && items[0].file;
       if (only) predict(items[0].file);
@@ -217,6 +218,7 @@
   }
 
   function showEmpty() {
+    clearTimeout(timer); // a read still waiting for strokes now gone would clear the status
     sequence++;
     answer.textContent = "–";
     answer.dataset.state = "empty";
