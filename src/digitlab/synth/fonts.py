@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -155,15 +155,22 @@ def font_samples(
     paths = {f: font_file(f, folder) for f in families}
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
-        family = families[i % len(families)]
-        pen = style.pens[(i // len(families)) % len(style.pens)]
+    for _, family, pen in _turns(n, families, style.pens):
         count = int(rng.integers(lengths[0], lengths[1] + 1))
         text = "".join(str(d) for d in rng.integers(0, 10, count))
         touching = count > 1 and bool(rng.random() < style.touching)
         sample_rng = np.random.default_rng(rng.integers(2**63))
         out.append(render(text, family, sample_rng, style, pen, touching, paths[family]))
     return out
+
+
+def _turns(
+    n: int, families: tuple[str, ...], pens: tuple[str, ...]
+) -> Iterator[tuple[int, str, str]]:
+    """(i, family, pen) of ``n`` samples: families take turns, and pens take turns within
+    each family, so every family meets every pen."""
+    for i in range(n):
+        yield i, families[i % len(families)], pens[(i // len(families)) % len(pens)]
 
 
 FONT_CHUNK = 200  # font digits per worker task
@@ -271,9 +278,7 @@ def font_non_digits(
     paths = {f: font_file(f, folder) for f in families}
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
-        family = families[i % len(families)]
-        pen = style.pens[(i // len(families)) % len(style.pens)]
+    for i, family, pen in _turns(n, families, style.pens):
         sample_rng = np.random.default_rng(rng.integers(2**63))
         if i % 2 == 0 or not shapes:
             count = 1 + int(rng.random() < 0.3)
