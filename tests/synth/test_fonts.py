@@ -47,6 +47,11 @@ def test_held_out_and_training_families_are_disjoint_and_cover_every_font():
     assert all(v.count(".") == 2 and v.replace(".", "").isdigit() for v in fonts.FONTS.values())
 
 
+def test_no_family_that_debian_ships_is_installed_or_trained_on():
+    """Debian's fonts-* handwriting families are kept for checks made outside the project."""
+    assert not set(fonts.FONTS) & set(fonts.DEBIAN_FAMILIES)
+
+
 def test_a_missing_fonts_folder_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DigitlabError) as err:
         fonts.font_samples(3, seed=0, folder=tmp_path / "nowhere")
@@ -65,6 +70,22 @@ def test_installing_without_npm_warns_in_one_line_and_succeeds(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("\n") == 1 and "npm not found" in done.stderr
     assert "make fonts" in done.stderr and not (tmp_path / "fonts").exists()
+
+
+def test_a_package_without_a_licence_is_one_clear_error(tmp_path):
+    """An npm package that lacks a file we pin is a DigitlabError line, not a KeyError."""
+    import json
+    import tarfile
+
+    tgz = tmp_path / "fontsource-caveat-5.3.0.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for name, data in [("package.json", json.dumps({"version": "5.3.0"}).encode()),
+                           ("files/caveat-latin-400-normal.woff", b"wOFF")]:  # fmt: skip
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DigitlabError, match="has no LICENSE"):
+        fonts._unpack(tgz, "caveat", "5.3.0")
 
 
 def test_installing_again_is_a_quick_no_op(folder, tmp_path):
