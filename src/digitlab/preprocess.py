@@ -53,6 +53,7 @@ MAX_IMAGE_BYTES = 256 * 1024 * 1024  # an uncompressed 50-Mpx RGBA TIFF is 200 M
 FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "AVIF")
 READY_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "I", "F"}  # _planes reads them as is
 ORIENTATION = 0x0112  # the EXIF tag
+EIGHT = np.ones((3, 3), bool)  # 8-connected components
 
 
 @dataclass
@@ -383,7 +384,7 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     """
     step = max(1, x.size // SAMPLE)  # statistics come from a strided sample of big images
     border = _border(x)
-    if np.ptp(border) < MIN_CONTRAST:  # even, clean paper all round: nothing to flatten
+    if border.max() - border.min() < MIN_CONTRAST:  # clean paper all round: nothing to flatten
         flat, sigma = x, _mad_sigma(border)
         threshold = max(_otsu(flat), NOISE_SIGMAS * sigma, MIN_CONTRAST / 2)
         mask = flat > threshold
@@ -407,7 +408,7 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     if hi < max(MIN_CONTRAST, 1.5 * NOISE_SIGMAS * sigma):
         return np.zeros(x.shape, np.float32)
     lo = min(0.5 * threshold, 3.0 * sigma)
-    ink = np.clip((flat - lo) / max(hi - lo, 1e-6), 0, 1)
+    ink = np.minimum(np.maximum((flat - lo) / max(hi - lo, 1e-6), 0), 1)  # np.clip, less overhead
     near = grow(mask)
     return (ink * near).astype(np.float32)
 
@@ -558,7 +559,7 @@ def main_ink(mask: np.ndarray) -> np.ndarray | None:
     Broken strokes and the separate bar of a 4 or 5 are kept; specks (tiny components, or
     small ones far from the digit) are dropped. None when there is no ink.
     """
-    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    labels, n = ndi.label(mask, structure=EIGHT)
     if n == 0:
         return None
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
@@ -620,7 +621,7 @@ def normalise_ink(ink: np.ndarray, *, thicken: bool = True) -> tuple[np.ndarray,
     peak = float(digit.max())
     if peak <= 0:
         return np.zeros((28, 28), np.uint8), thickened
-    digit = np.clip(digit / peak, 0, 1)
+    digit = np.minimum(np.maximum(digit / peak, 0), 1)
     total = float(digit.sum())
     cy = float((digit.sum(axis=1) * np.arange(digit.shape[0])).sum()) / total
     cx = float((digit.sum(axis=0) * np.arange(digit.shape[1])).sum()) / total
