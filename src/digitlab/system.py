@@ -72,7 +72,12 @@ def imap_chunks(
     initargs: tuple[Any, ...] = (),
 ) -> Iterator[T]:
     """:func:`map_chunks` that yields each result, in order, as soon as it is done: a
-    caller streams its output (``predict`` on a folder) while later chunks still run."""
+    caller streams its output (``predict`` on a folder) while later chunks still run.
+
+    While the next result is not ready (a spawned worker needs about half a second to import
+    numpy and scipy) this process does a later task itself rather than wait; the workers are
+    kept a few tasks ahead of the caller, so memory stays bounded on a long folder.
+    """
     workers = max(1, min(cpu_cores() if workers is None else workers, len(tasks)))
     if workers == 1:
         if initializer is not None:
@@ -80,10 +85,36 @@ def imap_chunks(
         for task in tasks:
             yield fn(*task)
         return
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
+    if initializer is not None:
+        initializer(*initargs)  # for the tasks done here
+    ahead = 2 * workers  # tasks handed to the workers beyond the one the caller waits for
+    here: dict[int, tuple[bool, Any]] = {}  # task -> (it raised, its result or exception)
+    futures: dict[int, Any] = {}
+    handed = 0  # tasks[:handed] are with the workers or done here
     with ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=initializer, initargs=initargs
     ) as pool:
-        yield from pool.map(fn, *zip(*tasks, strict=True))
+        for i in range(len(tasks)):
+            while handed < len(tasks) and handed <= i + ahead:
+                if handed not in here:
+                    futures[handed] = pool.submit(fn, *tasks[handed])
+                handed += 1
+            while i not in here and not futures[i].done():
+                spare = next((k for k in range(handed, len(tasks)) if k not in here), None)
+                if spare is None:
+                    wait([futures[i]])
+                    break
+                try:
+                    here[spare] = (False, fn(*tasks[spare]))
+                except Exception as exc:  # noqa: BLE001 - raised in its turn, as a worker's is
+                    here[spare] = (True, exc)
+            if i not in here:
+                yield futures.pop(i).result()
+                continue
+            raised, value = here.pop(i)
+            if raised:
+                raise value
+            yield value

@@ -1,0 +1,31 @@
+"""system.imap_chunks: ordered results over spawned workers, with this process lending a hand."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from digitlab.system import imap_chunks, map_chunks
+
+
+def test_results_come_in_task_order_whoever_computed_them():
+    tasks = [(3, k) for k in range(40)]
+    assert map_chunks(pow, tasks, workers=2) == [3**k for k in range(40)]
+    assert list(imap_chunks(pow, tasks, workers=1)) == [3**k for k in range(40)]
+
+
+def test_this_process_works_on_later_tasks_while_the_workers_start():
+    pids = map_chunks(os.getpid, [()] * 30, workers=2)
+    assert os.getpid() in pids  # a spawned worker needs ~0.5 s; the caller did not wait
+    assert set(pids) - {os.getpid()}  # the first tasks went to the workers
+
+
+def test_a_failing_task_raises_in_its_turn_after_the_results_before_it():
+    tasks = [(2, k) for k in range(30)]
+    tasks[20] = (0, -1)  # raises ZeroDivisionError, most likely here (while the workers start)
+    got = []
+    with pytest.raises(ZeroDivisionError):
+        for r in imap_chunks(pow, tasks, workers=2):
+            got.append(r)
+    assert got == [2**k for k in range(20)]
