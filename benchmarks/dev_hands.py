@@ -4,7 +4,7 @@
 
 Only development inputs, never the held-out font families or the MNIST test digits:
 synthetic non-digits and uploads made from ``val`` digits (digitlab.synth.uploads), and
-digits, 8-16 px digits, letters and shapes and numbers in the 18 *training* font families,
+digits, 8-16 px digits, letters and shapes and numbers in the *training* font families,
 all with seeds of their own (docs/other-hands-training.md reads them). Prints one markdown
 table, a column per model (default: the bundled one). Needs the fonts: ``make fonts``.
 """
