@@ -449,7 +449,7 @@ def test_the_line_model_is_registered_and_trained_from_its_own_recipe():
 
     line = load_line_recipe()  # the `line` recipe: every setting of train-line has its home
     assert (line.model.name, line.data.lines, line.train.epochs) == ("line-ctc", 40_000, 8)
-    assert (line.data.font_lines, line.data.max_digits) == (12_000, 10)
+    assert (line.data.font_lines, line.data.max_digits) == (20_000, 10)
     assert (line.solver.lr, line.solver.weight_decay, line.data.batch_size) == (3e-3, 0.01, 64)
     assert line.schedule.pct_start == 0.15 and line.data.val_lines() == 1333
     net = create_model("line-ctc")
