@@ -340,12 +340,7 @@ def _ink_signal(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | No
     diff = planes - paper
     if planes.shape[2] == 1:  # grey: the same figures as below with one colour, at a third the cost
         return _grey_signal(diff[..., 0], planes[..., 0])
-    dist2 = np.einsum("hwc,hwc->hw", diff, diff)
-    sample = dist2.ravel()[:: max(1, dist2.size // SAMPLE)]
-    cut = np.partition(sample, int(0.995 * (sample.size - 1)))[int(0.995 * (sample.size - 1))]
-    far = dist2 >= cut
-    if cut <= 0:
-        far = dist2 > 0
+    far = _farthest(np.einsum("hwc,hwc->hw", diff, diff))
     if not far.any():
         return None
     direction = diff[far].mean(axis=0)
@@ -358,18 +353,20 @@ def _ink_signal(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | No
 
 def _grey_signal(diff: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
     """:func:`_ink_signal` of one plane: the ink direction is darker or lighter than paper."""
-    dist2 = diff * diff
-    sample = dist2.ravel()[:: max(1, dist2.size // SAMPLE)]
-    cut = np.partition(sample, int(0.995 * (sample.size - 1)))[int(0.995 * (sample.size - 1))]
-    far = dist2 >= cut
-    if cut <= 0:
-        far = dist2 > 0
+    far = _farthest(diff * diff)
     if not far.any():
         return None
     direction = float(diff[far].mean())
     if abs(direction) < MIN_CONTRAST / 2:
         return None
     return (diff, None) if direction > 0 else (-diff, grey)
+
+
+def _farthest(dist2: np.ndarray) -> np.ndarray:
+    """The 0.5 % of pixels farthest from the paper colour (every pixel off it, if fewer)."""
+    sample = dist2.ravel()[:: max(1, dist2.size // SAMPLE)]
+    cut = np.partition(sample, int(0.995 * (sample.size - 1)))[int(0.995 * (sample.size - 1))]
+    return dist2 >= cut if cut > 0 else dist2 > 0
 
 
 def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.ndarray:
