@@ -47,11 +47,6 @@ def test_held_out_and_training_families_are_disjoint_and_cover_every_font():
     assert all(v.count(".") == 2 and v.replace(".", "").isdigit() for v in fonts.FONTS.values())
 
 
-def test_no_family_that_debian_ships_is_installed_or_trained_on():
-    """Debian's fonts-* handwriting families are kept for checks made outside the project."""
-    assert not set(fonts.FONTS) & set(fonts.DEBIAN_FAMILIES)
-
-
 def test_a_missing_fonts_folder_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DigitlabError) as err:
         fonts.font_samples(3, seed=0, folder=tmp_path / "nowhere")

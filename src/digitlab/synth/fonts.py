@@ -37,7 +37,8 @@ from digitlab.synth.uploads import _compose, _encode, _render
 
 # npm package @fontsource/NAME -> the exact version installed: Google Fonts' handwriting
 # families with Latin digits, print and cursive, school and rushed, felt-tip, brush, marker and
-# fine pen, upright and slanted (the many hands of docs/other-hands-training.md, run 3).
+# fine pen, upright and slanted (the many hands of docs/other-hands-training.md, run 3). None
+# is a family that Debian's fonts-* packages ship: those are kept for checks made outside.
 FONTS: dict[str, str] = {
     "caveat": "5.3.0",
     "indie-flower": "5.3.0",
@@ -138,28 +139,6 @@ HELD_OUT_FAMILIES: tuple[str, ...] = (
     "covered-by-your-grace",
 )
 TRAIN_FAMILIES: tuple[str, ...] = tuple(f for f in FONTS if f not in HELD_OUT_FAMILIES)
-# Google Fonts families that Debian's fonts-* packages also ship (fonts-nanum-extra,
-# fonts-dancingscript, fonts-kristi, fonts-klee, fonts-smc-chilanka, fonts-woowa-bm, ...):
-# those are kept for checks made outside this project, so never installed or trained on here.
-DEBIAN_FAMILIES: tuple[str, ...] = (
-    "nanum-pen-script",
-    "nanum-brush-script",
-    "dancing-script",
-    "kaushan-script",
-    "kristi",
-    "klee-one",
-    "yusei-magic",
-    "chilanka",
-    "lobster",
-    "lobster-two",
-    "leckerli-one",
-    "cabin-sketch",
-    "comic-neue",
-    "jua",
-    "do-hyeon",
-    "yeon-sung",
-    "kirang-haerang",
-)
 
 PENS = ("hairline", "thin", "regular", "bold", "marker")
 # The pages of digitlab.synth.uploads this module draws on ("thin" and "corner" resize the
