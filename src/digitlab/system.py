@@ -59,7 +59,7 @@ def map_chunks(
     The synthetic-data makers render in chunks this way; each chunk carries its own seed, so
     the result does not depend on the number of workers. Processes are spawned, not forked:
     the caller may hold torch's threads, which a fork would copy half-made. ``initializer``
-    runs once per worker (and once here when there is one worker) with data every task needs.
+    runs once per worker (and once here, which does tasks too) with data every task needs.
     """
     return list(imap_chunks(fn, tasks, workers, initializer, initargs))
 
@@ -79,17 +79,15 @@ def imap_chunks(
     kept a few tasks ahead of the caller, so memory stays bounded on a long folder.
     """
     workers = max(1, min(cpu_cores() if workers is None else workers, len(tasks)))
+    if initializer is not None:
+        initializer(*initargs)  # for the tasks done here
     if workers == 1:
-        if initializer is not None:
-            initializer(*initargs)
         for task in tasks:
             yield fn(*task)
         return
     from concurrent.futures import ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
-    if initializer is not None:
-        initializer(*initargs)  # for the tasks done here
     ahead = 2 * workers  # tasks handed to the workers beyond the one the caller waits for
     here: dict[int, tuple[bool, Any]] = {}  # task -> (it raised, its result or exception)
     futures: dict[int, Any] = {}
