@@ -85,7 +85,7 @@ def test_a_digit_under_a_steep_shadow_is_found(mnist, seed):
     from digitlab.synth import uploads as synth
 
     digit = mnist["train"].images[5]
-    data = synth._render(synth._smooth_digit(digit), "shadow", np.random.default_rng(seed))
+    data = synth.render_ink(synth.ink_crop(digit), "shadow", np.random.default_rng(seed))
     p = prepare(load_image(data, max_side=512))
     assert not p.empty
     both = (p.image > 127) & (digit > 127)

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digitlab.errors import DigitlabError
-from digitlab.synth.uploads import _compose, _encode, _render
+from digitlab.synth.uploads import compose_digits, encode_image, render_ink
 
 # npm package @fontsource/NAME -> the exact version installed: Google Fonts' handwriting
 # families with Latin digits, print and cursive, school and rushed, felt-tip, brush, marker and
@@ -425,7 +425,7 @@ def ink(
     )
     size = round(height * 1.4)  # a digit is about 0.7 of a handwriting font's size
     glyphs = [_glyph(str(font), size, ch) for ch in text]
-    a = _compose(glyphs, height, touching, compose_rng)  # type: ignore[arg-type]
+    a = compose_digits(glyphs, height, touching, compose_rng)  # type: ignore[arg-type]
     return _by_hand(a, pen, height, final, slant, style, pen_rng, wobble_rng)
 
 
@@ -715,8 +715,8 @@ def _on_page(a: np.ndarray, scale: float, count: int, page: str, rng: np.random.
     else:
         cw, ch = w * rng.uniform(1.15, 1.6), h * rng.uniform(1.3, 2.0)
     cw, ch = max(8, round(cw)), max(8, round(ch))
-    fill = 1.0 / min(cw / w, ch / h)  # so that _render draws the ink at exactly h x w
-    return _render(a, page, rng, (fill, fill), (cw, ch))
+    fill = 1.0 / min(cw / w, ch / h)  # so that render_ink draws the ink at exactly h x w
+    return render_ink(a, page, rng, (fill, fill), (cw, ch))
 
 
 def _enlarge(data: bytes, upscale: str, jpeg: float, rng: np.random.Generator) -> bytes:
@@ -727,8 +727,8 @@ def _enlarge(data: bytes, upscale: str, jpeg: float, rng: np.random.Generator) -
     method = Image.Resampling.NEAREST if upscale == "blocky" else Image.Resampling.BICUBIC
     big = img.resize((img.width * factor, img.height * factor), method)
     if rng.random() < jpeg and big.mode != "RGBA":  # a canvas export stays a PNG
-        return _encode(big.convert("RGB"), "JPEG", int(rng.integers(40, 91)))
-    return _encode(big, "PNG", 0)
+        return encode_image(big.convert("RGB"), "JPEG", int(rng.integers(40, 91)))
+    return encode_image(big, "PNG", 0)
 
 
 def _log_uniform(rng: np.random.Generator, lo: int, hi: int) -> int:

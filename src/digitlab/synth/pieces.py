@@ -93,6 +93,6 @@ def _write(digits: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 def _enlarged(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 28x28 digit cut to its ink and enlarged (bicubic) to about ``HEIGHT`` px tall."""
-    from digitlab.synth.uploads import _resize, _smooth_digit
+    from digitlab.synth.uploads import ink_crop, resize_ink
 
-    return _resize(_smooth_digit(digit), round(HEIGHT * rng.uniform(0.85, 1.1)))
+    return resize_ink(ink_crop(digit), round(HEIGHT * rng.uniform(0.85, 1.1)))

@@ -62,7 +62,7 @@ def _singles(
     out = []
     for i, (digit, label) in enumerate(zip(images, labels, strict=True)):
         kind = SINGLE_KINDS[i % len(SINGLE_KINDS)]
-        out.append((_render(_smooth_digit(digit), kind, rng), int(label), kind))
+        out.append((render_ink(ink_crop(digit), kind, rng), int(label), kind))
     return out
 
 
@@ -123,12 +123,12 @@ def realistic_numbers(
         count = int(rng.integers(min_len, max_len + 1))
         idx = rng.choice(len(images), size=count, replace=False)
         height = int(rng.integers(40, 90))
-        alpha = _compose(images[idx], height, kind == "touching", rng)
+        alpha = compose_digits(images[idx], height, kind == "touching", rng)
         render_kind = "paper" if kind == "touching" else kind
         margin = rng.uniform(1.15, 1.6, 2)
         canvas = (round(alpha.shape[1] * margin[0]), round(alpha.shape[0] * margin[1] * 1.3))
         text = "".join(str(int(labels[j])) for j in idx)
-        out.append((_render(alpha, render_kind, rng, (0.6, 0.85), canvas), text, kind))
+        out.append((render_ink(alpha, render_kind, rng, (0.6, 0.85), canvas), text, kind))
     return out
 
 
@@ -160,14 +160,14 @@ def ovals(n: int, seed: int) -> list[bytes]:
         x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
         pen = max(2, min(bw, bh) // int(rng.integers(6, 15)))
         ImageDraw.Draw(img).ellipse((x0, y0, x0 + bw, y0 + bh), outline=0, width=pen)
-        out.append(_encode(img, "PNG", 0))
+        out.append(encode_image(img, "PNG", 0))
     return out
 
 
 # ------------------------------------------------------------------------------ rendering
 
 
-def _smooth_digit(digit: np.ndarray) -> np.ndarray:
+def ink_crop(digit: np.ndarray) -> np.ndarray:
     """The 28×28 digit as float ink in [0, 1], cropped to its ink."""
     a = digit.astype(np.float32) / 255.0
     rows, cols = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
@@ -176,7 +176,7 @@ def _smooth_digit(digit: np.ndarray) -> np.ndarray:
     return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def _resize(alpha: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+def resize_ink(alpha: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
     """Bicubic enlargement of a small ink crop, so strokes stay smooth, not pixelated."""
     h, w = alpha.shape
     width = width or max(1, round(w * height / h))
@@ -184,7 +184,7 @@ def _resize(alpha: np.ndarray, height: int, width: int | None = None) -> np.ndar
     return np.clip(np.asarray(img.resize((width, height), Image.Resampling.BICUBIC)), 0, 1)
 
 
-def _compose(
+def compose_digits(
     digits: np.ndarray, height: int, touching: bool, rng: np.random.Generator
 ) -> np.ndarray:
     """Digits side by side on one ink strip, each scaled and shifted a little; with
@@ -192,9 +192,9 @@ def _compose(
     touch_at = int(rng.integers(1, len(digits))) if touching and len(digits) > 1 else -1
     crops = []
     for d in digits:
-        a = _smooth_digit(d)
+        a = ink_crop(d)
         h = max(8, round(height * rng.uniform(0.85, 1.1)))
-        crops.append((_resize(a, h), int(rng.integers(-height // 10, height // 10 + 1))))
+        crops.append((resize_ink(a, h), int(rng.integers(-height // 10, height // 10 + 1))))
     total_w = sum(c.shape[1] for c, _ in crops) + height * len(crops)
     strip = np.zeros((int(height * 1.6), total_w + 2 * height), np.float32)
     x = height // 2
@@ -241,7 +241,7 @@ def _touching_left(strip: np.ndarray, c: np.ndarray, top: int, x: int) -> int:
     return int(np.max(right_edge[both] - left_edge[both])) - 1
 
 
-def _render(
+def render_ink(
     alpha: np.ndarray,
     kind: str,
     rng: np.random.Generator,
@@ -259,7 +259,7 @@ def _render(
     side = max(cw, ch)
     scale = rng.uniform(*fill) * min(cw / alpha.shape[1], ch / alpha.shape[0])
     h, w = max(4, round(alpha.shape[0] * scale)), max(2, round(alpha.shape[1] * scale))
-    ink = _resize(alpha, h, w)
+    ink = resize_ink(alpha, h, w)
     if kind == "thin":
         ink = _thin(ink, rng)
     top, left = int(rng.integers(0, ch - h + 1)), int(rng.integers(0, cw - w + 1))
@@ -279,7 +279,7 @@ def _render(
     if kind in ("paper", "inverted", "thin", "corner") and rng.random() < 0.5:
         img = img.convert("L")
     jpeg = kind in ("photo", "shadow", "noisy") or (kind == "color" and rng.random() < 0.5)
-    return _encode(img, "JPEG" if jpeg else "PNG", int(rng.integers(40, 91)))
+    return encode_image(img, "JPEG" if jpeg else "PNG", int(rng.integers(40, 91)))
 
 
 def _thin(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -335,7 +335,7 @@ def _canvas(a: np.ndarray, rng: np.random.Generator) -> bytes:
     rgba = np.zeros((*a.shape, 4), np.uint8)
     rgba[..., :3] = colour
     rgba[..., 3] = np.rint(a * 255).astype(np.uint8)
-    return _encode(Image.fromarray(rgba, "RGBA"), "PNG", 0)
+    return encode_image(Image.fromarray(rgba, "RGBA"), "PNG", 0)
 
 
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -344,7 +344,8 @@ def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     return ndi.gaussian_filter(a, sigma) if sigma > 0 else a
 
 
-def _encode(img: Image.Image, fmt: str, quality: int) -> bytes:
+def encode_image(img: Image.Image, fmt: str, quality: int) -> bytes:
+    """The file bytes of ``img`` as JPEG at ``quality`` or as PNG (lossless, fast level)."""
     buf = io.BytesIO()
     if fmt == "JPEG":
         img.save(buf, "JPEG", quality=quality)
@@ -359,13 +360,13 @@ def _encode(img: Image.Image, fmt: str, quality: int) -> bytes:
 def _non_digit(kind: str, rng: np.random.Generator) -> bytes:
     w, h = int(rng.integers(64, 401)), int(rng.integers(64, 401))
     if kind == "blank_white":
-        return _encode(Image.new("L", (w, h), int(rng.integers(200, 256))), "PNG", 0)
+        return encode_image(Image.new("L", (w, h), int(rng.integers(200, 256))), "PNG", 0)
     if kind == "blank_black":
-        return _encode(Image.new("L", (w, h), int(rng.integers(0, 40))), "PNG", 0)
+        return encode_image(Image.new("L", (w, h), int(rng.integers(0, 40))), "PNG", 0)
     if kind == "blank_transparent":
-        return _encode(Image.new("RGBA", (w, h), (0, 0, 0, 0)), "PNG", 0)
+        return encode_image(Image.new("RGBA", (w, h), (0, 0, 0, 0)), "PNG", 0)
     if kind == "noise":
-        return _encode(Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)), "PNG", 0)
+        return encode_image(Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)), "PNG", 0)
     img = Image.new("L", (w, h), 255)
     draw = ImageDraw.Draw(img)
     pen = max(2, min(w, h) // int(rng.integers(12, 30)))
@@ -390,7 +391,7 @@ def _non_digit(kind: str, rng: np.random.Generator) -> bytes:
         draw.text((w / 2, h / 2), letter, fill=0, font=font, anchor="mm")
     if rng.random() < 0.5:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
-    return _encode(img, "PNG", 0)
+    return encode_image(img, "PNG", 0)
 
 
 def _random_box(w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
