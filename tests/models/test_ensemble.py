@@ -12,24 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
+from testkit import write_recipe as small_recipe
 
-RECIPE = """
-seed = {seed}
-[model]
-name = "{model}"
-[data]
-train_split = "train50k"
-val_split = "val"
-batch_size = 64
-[solver]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-[train]
-iters = 150
-val_interval = 150
-"""
+pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +26,18 @@ def members(tmp_path_factory, digitlab_home) -> list[Path]:
     runs = []
     for seed, model in ((1, "softmax"), (2, "mlp-mxnet")):
         folder = tmp_path_factory.mktemp(model)
-        (folder / "r.toml").write_text(RECIPE.format(seed=seed, model=model))
+        small_recipe(
+            folder / "r.toml",
+            seed=seed,
+            model={"name": model},
+            solver={"lr": 0.05},
+            train={
+                "iters": 150,
+                "val_interval": 150,
+                "checkpoint_interval": None,
+                "log_interval": None,
+            },
+        )
         train(load_recipe(str(folder / "r.toml")), folder / "run", progress=False)
         runs.append(folder / "run")
     return runs

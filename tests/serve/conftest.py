@@ -26,29 +26,7 @@ import pytest
 from PIL import Image
 
 from digitlab.artifact import BUNDLED_MODEL
-
-RECIPE = """
-name = "serve-test"
-seed = 0
-[model]
-name = "mlp"
-[data]
-train_split = "train50k"
-val_split = "val"
-batch_size = 64
-[solver]
-optimizer = "adamw"
-lr = 0.003
-weight_decay = 0.01
-[schedule]
-policy = "onecycle"
-pct_start = 0.25
-[train]
-iters = 600
-val_interval = 600
-checkpoint_interval = 600
-log_interval = 100
-"""
+from testkit import write_recipe as small_recipe
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +42,14 @@ def trained_model(folder: Path) -> Path:
     from digitlab.recipes import load_recipe
     from digitlab.train.loop import train
 
-    (folder / "recipe.toml").write_text(RECIPE)
+    small_recipe(
+        folder / "recipe.toml",
+        name="serve-test",
+        model={"name": "mlp"},
+        solver={"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01, "momentum": None},
+        schedule={"policy": "onecycle", "pct_start": 0.25},
+        train={"iters": 600, "val_interval": 600, "checkpoint_interval": 600, "log_interval": 100},
+    )
     run = folder / "run"
     train(load_recipe(str(folder / "recipe.toml")), run, progress=False)
     export_onnx(run)

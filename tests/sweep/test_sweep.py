@@ -17,26 +17,9 @@ from digitlab.recipes import load_recipe
 from digitlab.sweep import SweepSpec, parse_grid, parse_range, run_sweep
 from digitlab.train.loop import train
 from digitlab.train.runlog import read_metrics
+from testkit import write_recipe as small_recipe
 
 pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
-
-TINY = """
-name = "tiny"
-seed = 1
-[model]
-name = "softmax"
-[data]
-train_split = "train50k"
-val_split = "val"
-batch_size = 64
-[solver]
-optimizer = "sgd"
-lr = 0.1
-[train]
-iters = 20
-val_interval = 5
-log_interval = 10
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +30,13 @@ def one_thread(monkeypatch):
 @pytest.fixture
 def tiny(tmp_path: Path) -> str:
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+    small_recipe(
+        path,
+        name="tiny",
+        seed=1,
+        solver={"lr": 0.1, "momentum": None},
+        train={"iters": 20, "val_interval": 5, "checkpoint_interval": None},
+    )
     return str(path)
 
 

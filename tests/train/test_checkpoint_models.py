@@ -23,31 +23,19 @@ from digitlab.recipes import load_recipe
 from digitlab.train.checkpoint_models import model_folder, rewind, score_checkpoints
 from digitlab.train.loop import train
 from digitlab.train.runlog import read_metrics
-
-RECIPE = """
-name = "ckpt-models"
-seed = 5
-[model]
-name = "{model}"
-[data]
-train_split = "train50k"
-val_split = "{val}"
-batch_size = 64
-[solver]
-optimizer = "sgd"
-lr = 0.01
-momentum = 0.9
-[train]
-iters = {iters}
-val_interval = 20
-checkpoint_interval = 20
-log_interval = 10
-"""
+from testkit import write_recipe as small_recipe
 
 
 def write_recipe(folder: Path, model: str = "softmax", iters: int = 60, val: str = "val") -> Path:
     path = folder / f"{model}-{iters}-{val}.toml"
-    path.write_text(RECIPE.format(model=model, iters=iters, val=val))
+    small_recipe(
+        path,
+        name="ckpt-models",
+        seed=5,
+        model={"name": model},
+        data={"val_split": val},
+        train={"iters": iters},
+    )
     return path
 
 

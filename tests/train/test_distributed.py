@@ -20,36 +20,25 @@ from digitlab.train.launch import _failure
 from digitlab.train.loop import train
 from digitlab.train.runlog import read_metrics
 from digitlab.train.world import World
+from testkit import write_recipe as small_recipe
 
 pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
 
 # mlp has neither BatchNorm nor dropout and the recipe no augmentation, so two workers must
 # reproduce one process up to float rounding; 63 images split 32 + 31, so the share weighting
 # is exercised too.
-RECIPE = """
-name = "ddp"
-seed = 5
-[model]
-name = "mlp"
-[data]
-train_split = "train50k"
-val_split = "val"
-batch_size = 63
-[solver]
-optimizer = "sgd"
-lr = 0.01
-momentum = 0.9
-[train]
-iters = {iters}
-val_interval = 10
-checkpoint_interval = 10
-log_interval = 10
-"""
 
 
 def write_recipe(folder: Path, iters: int) -> Path:
     path = folder / "ddp.toml"
-    path.write_text(RECIPE.format(iters=iters))
+    small_recipe(
+        path,
+        name="ddp",
+        seed=5,
+        model={"name": "mlp"},
+        data={"batch_size": 63},
+        train={"iters": iters, "val_interval": 10, "checkpoint_interval": 10},
+    )
     return path
 
 

@@ -17,39 +17,21 @@ import pytest
 from digitlab.recipes import load_recipe
 from digitlab.train.loop import train
 from digitlab.train.runlog import read_metrics
+from testkit import write_recipe as small_recipe
 
 pytestmark = pytest.mark.slow  # trains, drives a browser or reads many numbers
-
-SMALL = """
-name = "small"
-seed = 3
-[model]
-name = "{model}"
-[data]
-train_split = "train50k"
-val_split = "val"
-batch_size = 64
-[solver]
-optimizer = "sgd"
-lr = 0.01
-momentum = 0.9
-[schedule]
-policy = "inv"
-gamma = 1e-4
-power = 0.75
-[train]
-iters = {iters}
-val_interval = 30
-checkpoint_interval = 30
-log_interval = 10
-[augment]
-rotation = {rotation}
-"""
 
 
 def write_recipe(tmp_path: Path, model: str = "softmax", iters: int = 150, rotation=0.0) -> Path:
     path = tmp_path / f"{model}.toml"
-    path.write_text(SMALL.format(model=model, iters=iters, rotation=float(rotation)))
+    small_recipe(
+        path,
+        seed=3,
+        model={"name": model},
+        schedule={"policy": "inv", "gamma": 1e-4, "power": 0.75},
+        train={"iters": iters, "val_interval": 30, "checkpoint_interval": 30},
+        augment={"rotation": float(rotation)},
+    )
     return path
 
 

@@ -21,33 +21,20 @@ from digitlab.recipes import load_recipe
 from digitlab.train.loop import train
 from digitlab.train.runfolder import lock_run_folder
 from digitlab.train.runlog import read_metrics
-
-RECIPE = """
-name = "resume"
-seed = 11
-[model]
-name = "{model}"
-[data]
-train_split = "train50k"
-val_split = "val"
-batch_size = 64
-[solver]
-optimizer = "sgd"
-lr = {lr}
-momentum = 0.9
-[train]
-iters = {iters}
-val_interval = 20
-checkpoint_interval = 20
-log_interval = 10
-[augment]
-rotation = {rotation}
-"""
+from testkit import write_recipe as small_recipe
 
 
 def write_recipe(folder: Path, model="softmax", iters=60, lr=0.01, rotation=0.0) -> Path:
     path = folder / f"{model}-{iters}.toml"
-    path.write_text(RECIPE.format(model=model, iters=iters, lr=lr, rotation=float(rotation)))
+    small_recipe(
+        path,
+        name="resume",
+        seed=11,
+        model={"name": model},
+        solver={"lr": lr},
+        train={"iters": iters},
+        augment={"rotation": float(rotation)},
+    )
     return path
 
 
