@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from digitlab.recipes import load_recipe
 from digitlab.synth import fonts
-from digitlab.train.data import training_size, training_splits
+from digitlab.train.data import training_size, training_splits, validation_set
 
 
 def font_recipe(n: int):
@@ -51,3 +53,17 @@ def test_without_the_fonts_a_run_trains_on_mnist_and_says_so(mnist, tmp_path, mo
     assert (len(train), len(val)) == (50_000, 10_000)
     assert len(notes) == 1 and "make fonts" in notes[0] and "without the 40 samples" in notes[0]
     assert training_size(recipe) == 50_000
+
+
+def test_the_validation_set_alone_is_the_one_training_validates_on(mnist):
+    """``evaluate --checkpoints`` builds it without the training set's synthetic data."""
+    recipe = load_recipe(
+        "default",
+        fields={"data.train_split": "train50k", "data.val_split": "val", "data.uploads": 10,
+                "data.font_digits": 20, "data.font_non_digits": 10, "data.negatives": 15,
+                "data.number_pieces": 10},
+    )  # fmt: skip
+    _, val, _ = training_splits(recipe)
+    alone = validation_set(recipe)
+    assert len(alone) == len(val) > 10_000 and alone.name == val.name
+    assert np.array_equal(alone.images, val.images) and np.array_equal(alone.labels, val.labels)

@@ -222,7 +222,7 @@ def score_checkpoints(run: str | os.PathLike, batch_size: int = 1000) -> dict[st
     """
     from digitlab.evaluate import evaluate_model
     from digitlab.models.registry import Normalization
-    from digitlab.train.data import training_splits
+    from digitlab.train.data import validation_set
 
     run_dir = Path(run)
     if not run_dir.is_dir():
@@ -236,7 +236,7 @@ def score_checkpoints(run: str | os.PathLike, batch_size: int = 1000) -> dict[st
     paths = checkpoints_newest_first(run_dir)[::-1]
     if not paths:
         raise DigitlabError(f"{run_dir} has no checkpoints (recipe train.checkpoint_interval)")
-    _, val, _ = training_splits(recipe)
+    val = validation_set(recipe)
     if val is None:
         raise DigitlabError(
             f"{run_dir}: its recipe has no validation data (data.val_split or "

@@ -25,6 +25,39 @@ def training_splits(
     """The recipe's training and validation sets, with synthetic data mixed in, and the
     digests of what they were made from. ``note`` hears what a user should know (images
     skipped as unreadable, test images that are also training images)."""
+    train, val, digests = _sources(recipe)
+    if recipe.data.mnist_mix:
+        train = _with_mnist(train, recipe.data.mnist_mix, recipe.seed)
+    if note is not None:
+        _notes(recipe, train, note)
+    train = _mixed(recipe, train, validation=False, note=note)
+    return train, None if val is None else _mixed(recipe, val, validation=True), digests
+
+
+def validation_set(recipe: Recipe) -> Dataset | None:
+    """The validation set :func:`training_splits` gives, without making the training set's
+    synthetic data (minutes when the recipe renders font digits)."""
+    val = _sources(recipe)[1]
+    return None if val is None else _mixed(recipe, val, validation=True)
+
+
+def _sources(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, str]]:
+    data = recipe.data
+    train, digests = source_set(recipe, data.train_split)
+    val = None
+    if data.val_fraction:
+        train, val = _hold_out(recipe, train)
+    elif data.val_split:
+        val, more = source_set(recipe, data.val_split)
+        digests.update(more)
+    return train, val, digests
+
+
+def _mixed(
+    recipe: Recipe, ds: Dataset, validation: bool, note: Callable[[str], None] | None = None
+) -> Dataset:
+    """``ds`` with the recipe's synthetic data: a fifth as much, with seeds of its own, for
+    validation."""
     from digitlab.synth.fonts import training_fonts
     from digitlab.synth.mixing import (
         with_font_digits,
@@ -34,36 +67,24 @@ def training_splits(
     )
 
     data = recipe.data
-    train, digests = source_set(recipe, data.train_split)
-    val = None
-    if data.val_fraction:
-        train, val = _hold_out(recipe, train)
-    elif data.val_split:
-        val, more = source_set(recipe, data.val_split)
-        digests.update(more)
-    if data.mnist_mix:
-        train = _with_mnist(train, data.mnist_mix, recipe.seed)
-    if note is not None:
-        _notes(recipe, train, note)
+    seed = 2 * recipe.seed + (2 if validation else 1)
+
+    def size(n: int) -> int:
+        return max(1, n // 5) if validation else n
+
     if data.uploads:
-        train = with_uploads(train, data.uploads, 2 * recipe.seed + 1)
-        if val is not None:
-            val = with_uploads(val, max(1, data.uploads // 5), 2 * recipe.seed + 2)
-    families = training_fonts(data.font_digits + data.font_non_digits, note)
+        ds = with_uploads(ds, size(data.uploads), seed)
+    families = training_fonts(data.font_digits + data.font_non_digits, None if validation else note)
     for n, mix, other in (
         (data.font_digits, with_font_digits, 0),
         (data.font_non_digits, with_font_non_digits, 1000),  # not the digits' random draws
     ):
         if families and n:
-            train = mix(train, n, 2 * recipe.seed + 1 + other, families)
-            if val is not None:
-                val = mix(val, max(1, n // 5), 2 * recipe.seed + 2 + other, families)
+            ds = mix(ds, size(n), seed + other, families)
     if data.negatives:
-        pieces = data.number_pieces
-        train = with_negatives(train, data.negatives, 2 * recipe.seed + 1, pieces)
-        if val is not None:
-            val = with_negatives(val, max(1, data.negatives // 5), 2 * recipe.seed + 2, pieces // 5)
-    return train, val, digests
+        pieces = data.number_pieces // 5 if validation else data.number_pieces
+        ds = with_negatives(ds, size(data.negatives), seed, pieces)
+    return ds
 
 
 def source_set(recipe: Recipe, spec: str) -> tuple[Dataset, dict[str, str]]:
