@@ -36,8 +36,15 @@ def training_splits(
 
 def validation_set(recipe: Recipe) -> Dataset | None:
     """The validation set :func:`training_splits` gives, without making the training set's
-    synthetic data (minutes when the recipe renders font digits)."""
-    val = _sources(recipe)[1]
+    synthetic data (minutes when the recipe renders font digits), and without reading the
+    training source when validation has one of its own."""
+    data = recipe.data
+    if data.val_fraction:
+        val = _sources(recipe)[1]
+    elif data.val_split:
+        val = source_set(recipe, data.val_split)[0]
+    else:
+        return None
     return None if val is None else _mixed(recipe, val, validation=True)
 
 
