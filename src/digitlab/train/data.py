@@ -40,12 +40,12 @@ def validation_set(recipe: Recipe) -> Dataset | None:
     training source when validation has one of its own."""
     data = recipe.data
     if data.val_fraction:
-        val = _sources(recipe)[1]
+        val = _hold_out(recipe, source_set(recipe, data.train_split)[0])[1]
     elif data.val_split:
         val = source_set(recipe, data.val_split)[0]
     else:
         return None
-    return None if val is None else _mixed(recipe, val, validation=True)
+    return _mixed(recipe, val, validation=True)
 
 
 def _sources(recipe: Recipe) -> tuple[Dataset, Dataset | None, dict[str, str]]:
