@@ -131,3 +131,83 @@ def test_realistic_numbers_are_mostly_counted_right(mnist, segment_digits):
     separated = [ok for kind, oks in right.items() if kind != "touching" for ok in oks]
     assert np.mean(separated) >= 0.9
     assert np.mean(right["touching"]) >= 0.8
+
+
+def _readings(readings) -> list[tuple[int, tuple[int, int, int, int]]]:
+    return [(r.digit, r.segment.box) for r in readings]
+
+
+def test_groups_read_whole_are_not_cut_and_the_numbers_read_the_same(mnist, predictor):
+    from digitlab.numbers import lattice as lat
+    from digitlab.numbers.lines import line_image, prefix_beam
+    from digitlab.numbers.segment import locate
+
+    test = mnist["test"]
+    samples = synth.realistic_numbers(test.images, test.labels, 16, seed=8, min_len=3)
+    scored: list[int] = []
+
+    def counting(images):
+        scored.append(len(images))
+        return predictor.piece_probabilities(images)
+
+    settled_any, every_cut = 0, 0
+    for data, _, _ in samples:
+        img = load_image(data, max_side=1024)
+        layout = locate(img)
+        lp = predictor.line.log_probs(line_image(layout))
+        full, _ = lat._read(layout, predictor.piece_probabilities, (lp, prefix_beam(lp)), set())
+        every_cut += len(lat._lattice(layout, set()).runs)
+        settled_any += bool(lat._settled(layout, predictor.piece_probabilities))
+        got = read_number(img, counting, predictor.line)
+        # the digits, not always the boxes: a group read whole keeps its edge, which the full
+        # lattice may cut off and hand to the next digit
+        assert [r.digit for r in got] == [r.digit for r in full]
+    assert settled_any >= 12  # most spaced-out numbers have a group read whole
+    assert sum(scored) < 0.7 * every_cut  # ...and far fewer pieces are scored
+
+
+class _SureLine:
+    """A line model certain of one string, whatever the line shows."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def log_probs(self, image: np.ndarray) -> np.ndarray:
+        from digitlab.numbers.lines import BLANK, STRIDE
+
+        columns = image.shape[1] // STRIDE
+        lp = np.full((columns, BLANK + 1), np.log(1e-6))
+        lp[:, BLANK] = 0.0
+        for k, c in enumerate(self.text):
+            col = (k + 1) * columns // (len(self.text) + 1)
+            lp[col] = np.log(1e-6)
+            lp[col, int(c)] = 0.0
+        return lp
+
+
+def test_a_shortcut_reading_the_line_model_does_not_share_is_read_again_fully(mnist, predictor):
+    from digitlab.numbers import lattice as lat
+    from digitlab.numbers.lines import line_image, prefix_beam
+    from digitlab.numbers.segment import locate
+
+    test = mnist["test"]
+    samples = synth.realistic_numbers(test.images, test.labels, 8, seed=9, min_len=3)
+    scorer = predictor.piece_probabilities
+    agreed, again = 0, 0
+    for data, text, _ in samples:
+        img = load_image(data, max_side=1024)
+        layout = locate(img)
+        settled = lat._settled(layout, scorer)
+        for line in (predictor.line, _SureLine(text[0] + text)):  # an extra digit, mostly
+            lp = line.log_probs(line_image(layout))
+            beams = prefix_beam(lp)
+            fast, fast_text = lat._read(layout, scorer, (lp, beams), settled)
+            full, _ = lat._read(layout, scorer, (lp, beams), set())
+            got = _readings(read_number(img, scorer, line))
+            if fast_text == max(beams, key=beams.__getitem__):
+                agreed += 1
+                assert got == _readings(fast)
+            else:
+                again += 1
+                assert got == _readings(full)
+    assert agreed and again

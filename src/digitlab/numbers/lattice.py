@@ -37,6 +37,8 @@ CRUMB = 0.1  # a piece's component below this share of its largest is a neighbou
 SHORT = 0.55  # a piece shorter than this is a fragment...
 SHORT_PENALTY = 3.0  # ...and pays this much log-confidence
 LINE_WEIGHT = 2.0  # the line model's log-likelihood counts this much against the pieces'
+SETTLE_WIDTH = 1.2  # a group no wider than this, read whole as a digit this surely,...
+SETTLE_CONFIDENCE = 0.9  # ...is not cut while the line model agrees (docs/numbers.md)
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # uint8 (N,28,28) -> probabilities (N,C)
 
@@ -72,39 +74,90 @@ def read_number(
     """The digits of the number in ``img``, left to right (empty when there is no ink).
 
     ``probabilities`` maps 28×28 images to class probabilities whose first ten columns are
-    the digits (``Predictor.probabilities``); it is called once, on every candidate piece.
-    With a ``line`` model, its reading of the whole line re-ranks the lattice's (:func:`rerank`).
+    the digits (``Predictor.probabilities``). With a ``line`` model, its reading of the whole
+    line re-ranks the lattice's (:func:`rerank`), and a group that the piece model reads whole
+    as one sure digit is not cut (:func:`_settled`): a third of the pieces to score. Where
+    the reading that comes out is not the line model's own likeliest, the line is read again
+    with every group cut, so the shortcut never overrules both models.
     """
-    lat = lattice(img)
-    if lat is None:
+    layout = locate(img)
+    if layout is None:
         return []
+    image = line_image(layout) if line is not None else None
+    if line is None or image is None:
+        return _read(layout, probabilities, None, set())[0]
+    lp = line.log_probs(image)
+    beams = prefix_beam(lp)
+    settled = _settled(layout, probabilities)
+    readings, text = _read(layout, probabilities, (lp, beams), settled)
+    if settled and text != max(beams, key=beams.__getitem__):
+        readings, _ = _read(layout, probabilities, (lp, beams), set())
+    return readings
+
+
+def _read(
+    layout: Layout,
+    probabilities: Scorer,
+    line: tuple[np.ndarray, dict[str, float]] | None,
+    settled: set[int],
+) -> tuple[list[Reading], str]:
+    """The readings of the lattice that leaves the ``settled`` groups whole, re-ranked by the
+    line model's log-probabilities and beams where given, and their digits as a string."""
+    lat = _lattice(layout, settled)
     probs = probabilities(lat.images)
     path = best_path(lat, probs)
     digits = [int(probs[k, :10].argmax()) for k in path]
-    image = line_image(lat.layout) if line is not None else None
-    if line is not None and image is not None:
-        path, digits = rerank(lat, probs, path, line.log_probs(image))
+    if line is not None:
+        path, digits = rerank(lat, probs, path, *line)
     # confidence stays the piece model's (calibrated, and it alone knows "not a digit"): a
     # digit the line model chose against its piece's vote may come out doubtful. Blending in
     # the line model's own probability read 1 more of 800 val numbers but 8-35 more of 500
     # non-digits as numbers.
-    return [
+    readings = [
         Reading(Segment(lat.boxes[k], lat.images[k]), probs[k], d, float(probs[k, d]))
         for k, d in zip(path, digits, strict=True)
     ]
+    return readings, "".join(map(str, digits))
+
+
+def _settled(layout: Layout, probabilities: Scorer) -> set[int]:
+    """The groups that need no cut: no wider than ``SETTLE_WIDTH`` digit heights, tall enough
+    for a digit, and read whole as a digit with at least ``SETTLE_CONFIDENCE``."""
+    h = layout.height
+    narrow = [
+        g
+        for g, (_, x0, x1, y0, y1) in enumerate(layout.groups)
+        if x1 - x0 <= SETTLE_WIDTH * h and y1 - y0 >= SHORT * h
+    ]
+    if not narrow:
+        return set()
+    images = np.stack([_group_piece(layout, g) for g in narrow])
+    sure = probabilities(images)[:, :10].max(axis=1) >= SETTLE_CONFIDENCE
+    return {g for g, ok in zip(narrow, sure, strict=True) if ok}
+
+
+def _group_piece(layout: Layout, g: int) -> np.ndarray:
+    """The 28×28 image of group ``g`` whole: the piece of its one slice when it is not cut."""
+    group = layout.groups[g]
+    return _render(layout.group_ink(group), layout, group[1], group[3])[0]
 
 
 def rerank(
-    lat: Lattice, probs: np.ndarray, own: list[int], lp: np.ndarray
+    lat: Lattice,
+    probs: np.ndarray,
+    own: list[int],
+    lp: np.ndarray,
+    beams: dict[str, float] | None = None,
 ) -> tuple[list[int], list[int]]:
     """The path and digits of the reading that both models like best.
 
     Candidates are the lattice's own best reading (the path ``own``) and the line model's
-    :data:`BEAM` likeliest; each is scored by the best lattice path that spells it (sum of
-    the pieces' log probabilities of those digits) plus ``LINE_WEIGHT`` × its CTC
-    log-likelihood. A string no lattice path spells is not a candidate: the pieces give the
-    boxes. Where the line model finds the lattice's reading impossible (more digits than its
-    columns can hold), it has nothing to say and the lattice's reading stands.
+    :data:`BEAM` likeliest (``beams``: :func:`prefix_beam` of ``lp`` unless given); each is
+    scored by the best lattice path that spells it (sum of the pieces' log probabilities of
+    those digits) plus ``LINE_WEIGHT`` × its CTC log-likelihood. A string no lattice path
+    spells is not a candidate: the pieces give the boxes. Where the line model finds the
+    lattice's reading impossible (more digits than its columns can hold), it has nothing to
+    say and the lattice's reading stands.
     """
     logp = np.log(np.maximum(probs[:, :10], 1e-9)) - SHORT_PENALTY * lat.short[:, None]
     own_digits = [int(probs[k, :10].argmax()) for k in own]
@@ -113,7 +166,7 @@ def rerank(
     if not np.isfinite(own_line):
         return own, own_digits
     best = (float(logp[own, own_digits].sum()) + LINE_WEIGHT * own_line, own, own_text)
-    for text in prefix_beam(lp):
+    for text in prefix_beam(lp) if beams is None else beams:
         if not text or text == own_text:
             continue
         score, path = _spelled(lat, logp, text)
@@ -151,9 +204,12 @@ def _spelled(lat: Lattice, logp: np.ndarray, text: str) -> tuple[float, list[int
 def lattice(img: Image.Image | np.ndarray) -> Lattice | None:
     """Every candidate piece of the number in ``img`` (None when there is no ink)."""
     layout = locate(img)
-    if layout is None:
-        return None
-    slices, owner, group_of = _slices(layout)
+    return None if layout is None else _lattice(layout, set())
+
+
+def _lattice(layout: Layout, settled: set[int]) -> Lattice:
+    """The candidate pieces of ``layout``, every group cut but the ``settled`` ones."""
+    slices, owner, group_of = _slices(layout, settled)
     runs = _candidate_runs(slices, group_of, layout.height)
     pieces = [_piece(layout, slices, owner, i, j) for i, j in runs]
     return Lattice(
@@ -188,9 +244,10 @@ def best_path(lat: Lattice, probs: np.ndarray) -> list[int]:
 Slice = tuple[int, int, int, int]  # x0, x1, y0, y1 of its ink, work-scale pixels
 
 
-def _slices(layout: Layout) -> tuple[list[Slice], np.ndarray, list[int]]:
-    """Cut each group along its candidate seams: the slices left to right, a map from each
-    pixel to the slice that owns it (-1 for none), and the group of each slice."""
+def _slices(layout: Layout, settled: set[int]) -> tuple[list[Slice], np.ndarray, list[int]]:
+    """Cut each group but the ``settled`` ones along its candidate seams: the slices left to
+    right, a map from each pixel to the slice that owns it (-1 for none), and the group of
+    each slice."""
     owner = np.full(layout.labels.shape, -1, np.int32)
     slices: list[Slice] = []
     group_of: list[int] = []
@@ -198,7 +255,7 @@ def _slices(layout: Layout) -> tuple[list[Slice], np.ndarray, list[int]]:
         members, x0, x1, y0, y1 = group
         mask = np.isin(layout.labels[y0:y1, x0:x1], members)
         ink = layout.ink.ink[y0:y1, x0:x1] * mask
-        seams = _candidate_seams(ink, layout.height)
+        seams = [] if g in settled else _candidate_seams(ink, layout.height)
         side = np.zeros(ink.shape, np.int32)
         cols = np.arange(ink.shape[1])
         for seam in seams:
@@ -353,10 +410,18 @@ def _piece(
     x0, x1 = min(s[0] for s in run), max(s[1] for s in run)
     y0, y1 = min(s[2] for s in run), max(s[3] for s in run)
     own = owner[y0:y1, x0:x1]
-    ink = _without_crumbs(layout.ink.ink[y0:y1, x0:x1] * ((own >= i) & (own <= j)))
-    cropped = crop_to_ink(ink)
+    return _render(layout.ink.ink[y0:y1, x0:x1] * ((own >= i) & (own <= j)), layout, x0, y0)
+
+
+def _render(
+    ink: np.ndarray, layout: Layout, x0: int, y0: int
+) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+    """A piece's ink (its box's top left at work-scale ``x0``, ``y0``) without crumbs, in
+    MNIST form, with its box in the input and whether it is tall enough to be a digit."""
+    cropped = crop_to_ink(_without_crumbs(ink))
     if cropped is None:
-        return np.zeros((28, 28), np.uint8), layout.box(x0, y0, x1 - x0, y1 - y0), False
+        h, w = ink.shape
+        return np.zeros((28, 28), np.uint8), layout.box(x0, y0, w, h), False
     crop, left, top = cropped
     image, _ = normalise_ink(crop)
     box = layout.box(x0 + left, y0 + top, crop.shape[1], crop.shape[0])
