@@ -155,9 +155,16 @@ def test_groups_read_whole_are_not_cut_and_the_numbers_read_the_same(mnist, pred
         img = load_image(data, max_side=1024)
         layout = locate(img)
         lp = predictor.line.log_probs(line_image(layout))
-        full, _ = lat._read(layout, predictor.piece_probabilities, (lp, prefix_beam(lp)), set())
-        every_cut += len(lat._lattice(layout, set()).runs)
-        settled_any += bool(lat._settled(layout, predictor.piece_probabilities))
+        full, _ = lat._read(layout, predictor.piece_probabilities, (lp, prefix_beam(lp)), {})
+        every_cut += len(lat._lattice(layout, {}).runs)
+        settled = lat._settled(layout, predictor.piece_probabilities)
+        settled_any += bool(settled)
+        slices, owner, group_of = lat._slices(layout, set(settled))
+        for g, (image, box, tall) in settled.items():  # a group whole is its one slice's piece
+            i = group_of.index(g)
+            assert group_of.count(g) == 1
+            same, same_box, same_tall = lat._piece(layout, slices, owner, i, i)
+            assert np.array_equal(image, same) and box == same_box and tall == same_tall
         got = read_number(img, counting, predictor.line)
         # the digits, not always the boxes: a group read whole keeps its edge, which the full
         # lattice may cut off and hand to the next digit
@@ -202,7 +209,7 @@ def test_a_shortcut_reading_the_line_model_does_not_share_is_read_again_fully(mn
             lp = line.log_probs(line_image(layout))
             beams = prefix_beam(lp)
             fast, fast_text = lat._read(layout, scorer, (lp, beams), settled)
-            full, _ = lat._read(layout, scorer, (lp, beams), set())
+            full, _ = lat._read(layout, scorer, (lp, beams), {})
             got = _readings(read_number(img, scorer, line))
             if fast_text == max(beams, key=beams.__getitem__):
                 agreed += 1

@@ -41,6 +41,7 @@ SETTLE_WIDTH = 1.2  # a group no wider than this, read whole as a digit this sur
 SETTLE_CONFIDENCE = 0.9  # ...is not cut while the line model agrees (docs/numbers.md)
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # uint8 (N,28,28) -> probabilities (N,C)
+Piece = tuple[np.ndarray, tuple[int, int, int, int], bool]  # 28×28, box in the input, tall
 
 
 @dataclass
@@ -85,13 +86,13 @@ def read_number(
         return []
     image = line_image(layout) if line is not None else None
     if line is None or image is None:
-        return _read(layout, probabilities, None, set())[0]
+        return _read(layout, probabilities, None, {})[0]
     lp = line.log_probs(image)
     beams = prefix_beam(lp)
     settled = _settled(layout, probabilities)
     readings, text = _read(layout, probabilities, (lp, beams), settled)
     if settled and text != max(beams, key=beams.__getitem__):
-        readings, _ = _read(layout, probabilities, (lp, beams), set())
+        readings, _ = _read(layout, probabilities, (lp, beams), {})
     return readings
 
 
@@ -99,10 +100,11 @@ def _read(
     layout: Layout,
     probabilities: Scorer,
     line: tuple[np.ndarray, dict[str, float]] | None,
-    settled: set[int],
+    settled: dict[int, Piece],
 ) -> tuple[list[Reading], str]:
-    """The readings of the lattice that leaves the ``settled`` groups whole, re-ranked by the
-    line model's log-probabilities and beams where given, and their digits as a string."""
+    """The readings of the lattice that leaves the ``settled`` groups whole (their pieces
+    given), re-ranked by the line model's log-probabilities and beams where given, and
+    their digits as a string."""
     lat = _lattice(layout, settled)
     probs = probabilities(lat.images)
     path = best_path(lat, probs)
@@ -120,9 +122,9 @@ def _read(
     return readings, "".join(map(str, digits))
 
 
-def _settled(layout: Layout, probabilities: Scorer) -> set[int]:
-    """The groups that need no cut: no wider than ``SETTLE_WIDTH`` digit heights, tall enough
-    for a digit, and read whole as a digit with at least ``SETTLE_CONFIDENCE``."""
+def _settled(layout: Layout, probabilities: Scorer) -> dict[int, Piece]:
+    """The groups that need no cut, with their pieces: no wider than ``SETTLE_WIDTH`` digit
+    heights, tall enough for a digit, and read whole as a digit with ``SETTLE_CONFIDENCE``."""
     h = layout.height
     narrow = [
         g
@@ -130,16 +132,18 @@ def _settled(layout: Layout, probabilities: Scorer) -> set[int]:
         if x1 - x0 <= SETTLE_WIDTH * h and y1 - y0 >= SHORT * h
     ]
     if not narrow:
-        return set()
-    images = np.stack([_group_piece(layout, g) for g in narrow])
-    sure = probabilities(images)[:, :10].max(axis=1) >= SETTLE_CONFIDENCE
-    return {g for g, ok in zip(narrow, sure, strict=True) if ok}
+        return {}
+    pieces = [_group_piece(layout, g) for g in narrow]
+    sure = probabilities(np.stack([p[0] for p in pieces]))[:, :10].max(axis=1)
+    return {
+        g: p for g, p, conf in zip(narrow, pieces, sure, strict=True) if conf >= SETTLE_CONFIDENCE
+    }
 
 
-def _group_piece(layout: Layout, g: int) -> np.ndarray:
-    """The 28×28 image of group ``g`` whole: the piece of its one slice when it is not cut."""
+def _group_piece(layout: Layout, g: int) -> Piece:
+    """Group ``g`` whole: the piece of its one slice when it is not cut."""
     group = layout.groups[g]
-    return _render(layout.group_ink(group), layout, group[1], group[3])[0]
+    return _render(layout.group_ink(group), layout, group[1], group[3])
 
 
 def rerank(
@@ -204,14 +208,20 @@ def _spelled(lat: Lattice, logp: np.ndarray, text: str) -> tuple[float, list[int
 def lattice(img: Image.Image | np.ndarray) -> Lattice | None:
     """Every candidate piece of the number in ``img`` (None when there is no ink)."""
     layout = locate(img)
-    return None if layout is None else _lattice(layout, set())
+    return None if layout is None else _lattice(layout, {})
 
 
-def _lattice(layout: Layout, settled: set[int]) -> Lattice:
-    """The candidate pieces of ``layout``, every group cut but the ``settled`` ones."""
-    slices, owner, group_of = _slices(layout, settled)
+def _lattice(layout: Layout, settled: dict[int, Piece]) -> Lattice:
+    """The candidate pieces of ``layout``, every group cut but the ``settled`` ones, whose
+    pieces are given."""
+    slices, owner, group_of = _slices(layout, set(settled))
     runs = _candidate_runs(slices, group_of, layout.height)
-    pieces = [_piece(layout, slices, owner, i, j) for i, j in runs]
+    pieces = [
+        settled[group_of[i]]
+        if i == j and group_of[i] in settled
+        else _piece(layout, slices, owner, i, j)
+        for i, j in runs
+    ]
     return Lattice(
         len(slices),
         runs,
@@ -401,9 +411,7 @@ def _candidate_runs(
     return sorted(set(runs))
 
 
-def _piece(
-    layout: Layout, slices: list[Slice], owner: np.ndarray, i: int, j: int
-) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+def _piece(layout: Layout, slices: list[Slice], owner: np.ndarray, i: int, j: int) -> Piece:
     """The 28×28 image of slices i..j together, its box in the input, and whether it is tall
     enough to be a digit."""
     run = slices[i : j + 1]
@@ -413,9 +421,7 @@ def _piece(
     return _render(layout.ink.ink[y0:y1, x0:x1] * ((own >= i) & (own <= j)), layout, x0, y0)
 
 
-def _render(
-    ink: np.ndarray, layout: Layout, x0: int, y0: int
-) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+def _render(ink: np.ndarray, layout: Layout, x0: int, y0: int) -> Piece:
     """A piece's ink (its box's top left at work-scale ``x0``, ``y0``) without crumbs, in
     MNIST form, with its box in the input and whether it is tall enough to be a digit."""
     cropped = crop_to_ink(_without_crumbs(ink))
