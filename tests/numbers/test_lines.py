@@ -75,6 +75,40 @@ def test_prefix_beam_finds_the_likeliest_strings():
         assert score <= every.get(text, ctc_log_likelihood(lp, text)) + 1e-9
 
 
+def _every_extension_beam(lp: np.ndarray, width: int) -> dict[str, float]:
+    """The textbook prefix beam search, every beam extended by every digit at every column."""
+    from digitlab.numbers.lines import _logaddexp
+
+    beams = {"": (0.0, -np.inf)}
+    for row in lp.tolist():
+        nxt: dict[str, list[float]] = {}
+        for prefix, (pb, pd) in beams.items():
+            total = _logaddexp(pb, pd)
+            entry = nxt.setdefault(prefix, [-np.inf, -np.inf])
+            entry[0] = _logaddexp(entry[0], total + row[BLANK])
+            for c in range(10):
+                longer = nxt.setdefault(prefix + str(c), [-np.inf, -np.inf])
+                if prefix and c == int(prefix[-1]):
+                    entry[1] = _logaddexp(entry[1], pd + row[c])
+                    longer[1] = _logaddexp(longer[1], pb + row[c])
+                else:
+                    longer[1] = _logaddexp(longer[1], total + row[c])
+        ranked = sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:width]
+        beams = {k: (v[0], v[1]) for k, v in ranked}
+    return {k: _logaddexp(*v) for k, v in beams.items()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prefix_beam_skips_only_strings_that_cannot_make_the_top(seed):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 2, (40, BLANK + 1))
+    z[rng.random(40) < 0.7, BLANK] += 12  # most columns sure of blank, as a line model's are
+    lp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    for width in (3, 8):
+        want = _every_extension_beam(lp, width)
+        assert list(prefix_beam(lp, width).items()) == list(want.items())
+
+
 def test_line_image_scales_the_line_to_the_model_height(mnist):
     from digitlab.numbers.segment import locate
     from digitlab.preprocess import load_image

@@ -107,23 +107,35 @@ def ctc_log_likelihood(lp: np.ndarray, digits: str) -> float:
 
 
 def prefix_beam(lp: np.ndarray, width: int = BEAM) -> dict[str, float]:
-    """The ``width`` likeliest strings under CTC (prefix beam search) with their log P."""
+    """The ``width`` likeliest strings under CTC (prefix beam search) with their log P.
+
+    A string new at a step has one way in, so where even the likeliest digit cannot lift a
+    beam's new strings above ``width`` strings that stay anyway (in a column of blank, most
+    columns), they are not made: the same strings and figures in less time (docs/numbers.md).
+    """
     rows = lp.tolist()  # Python floats: a few hundred thousand additions per line
     beams: dict[str, tuple[float, float]] = {"": (0.0, -math.inf)}  # (ends in blank, in digit)
     for row in rows:
+        totals = [_logaddexp(pb, pd) for pb, pd in beams.values()]
+        stays = sorted((t + row[BLANK] for t in totals), reverse=True)  # their least log P
+        floor = stays[width - 1] if len(stays) >= width else -math.inf
+        best_digit = max(row[:BLANK])
+        children: dict[str, list[int]] = {}  # the beams one digit longer than each beam
+        for k in sorted(beams):
+            if k:
+                children.setdefault(k[:-1], []).append(int(k[-1]))
         nxt: dict[str, list[float]] = {}
-        for prefix, (pb, pd) in beams.items():
-            total = _logaddexp(pb, pd)
+        for (prefix, (pb, pd)), total in zip(beams.items(), totals, strict=True):
             entry = nxt.setdefault(prefix, [-math.inf, -math.inf])
             entry[0] = _logaddexp(entry[0], total + row[BLANK])
             last = int(prefix[-1]) if prefix else -1
-            for c in range(10):
+            # a repeat needs a blank between; without one it is the same string
+            hopeless = total + best_digit < floor  # none of its new strings can make the top
+            for c in children.get(prefix, []) if hopeless else range(10):
                 longer = nxt.setdefault(prefix + str(c), [-math.inf, -math.inf])
-                if c == last:  # a repeat needs a blank between; without one it is the same
-                    entry[1] = _logaddexp(entry[1], pd + row[c])
-                    longer[1] = _logaddexp(longer[1], pb + row[c])
-                else:
-                    longer[1] = _logaddexp(longer[1], total + row[c])
+                longer[1] = _logaddexp(longer[1], (pb if c == last else total) + row[c])
+            if last >= 0:
+                entry[1] = _logaddexp(entry[1], pd + row[last])
         ranked = sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:width]
         beams = {k: (v[0], v[1]) for k, v in ranked}
     return {k: _logaddexp(*v) for k, v in beams.items()}
