@@ -16,7 +16,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.numbers.lines import LineReader, ctc_log_likelihood, line_image, prefix_beam
+from digitlab.numbers.lines import (
+    LineReader,
+    ctc_log_likelihood,
+    ctc_log_likelihoods,
+    line_image,
+    prefix_beam,
+)
 from digitlab.numbers.segment import Layout, Segment, crop_to_ink, locate
 from digitlab.preprocess import normalise_ink
 
@@ -170,13 +176,15 @@ def rerank(
     if not np.isfinite(own_line):
         return own, own_digits
     best = (float(logp[own, own_digits].sum()) + LINE_WEIGHT * own_line, own, own_text)
-    for text in prefix_beam(lp) if beams is None else beams:
-        if not text or text == own_text:
-            continue
-        score, path = _spelled(lat, logp, text)
-        if path is None:
-            continue
-        total = score + LINE_WEIGHT * ctc_log_likelihood(lp, text)
+    spelled = [
+        (text, *_spelled(lat, logp, text))
+        for text in (prefix_beam(lp) if beams is None else beams)
+        if text and text != own_text
+    ]
+    spelled = [c for c in spelled if c[2] is not None]
+    lines = ctc_log_likelihoods(lp, [text for text, _, _ in spelled])
+    for (text, score, path), line in zip(spelled, lines, strict=True):
+        total = score + LINE_WEIGHT * line
         if total > best[0]:
             best = (total, path, text)
     _, path, text = best

@@ -90,20 +90,34 @@ class LineReader:
 def ctc_log_likelihood(lp: np.ndarray, digits: str) -> float:
     """log P(digits | line) under CTC: the sum over every alignment of the string to the
     columns of ``lp`` (T, 11), by the forward algorithm; -inf when it cannot fit."""
-    if not digits:
-        return float(lp[:, BLANK].sum())
-    ext = np.full(2 * len(digits) + 1, BLANK)  # blank, d1, blank, d2, ..., blank
-    ext[1::2] = [int(c) for c in digits]
+    return ctc_log_likelihoods(lp, [digits])[0]
+
+
+def ctc_log_likelihoods(lp: np.ndarray, texts: list[str]) -> list[float]:
+    """:func:`ctc_log_likelihood` of each of ``texts``, the forward algorithm run on all at
+    once (a shorter string's states past its end never feed its own)."""
+    out = [float(lp[:, BLANK].sum()) if not t else 0.0 for t in texts]
+    which = [k for k, t in enumerate(texts) if t]
+    if not which:
+        return out
+    longest = max(len(texts[k]) for k in which)
+    ext = np.full((len(which), 2 * longest + 1), BLANK)  # blank, d1, blank, d2, ..., blank
+    for row, k in enumerate(which):
+        ext[row, 1 : 2 * len(texts[k]) : 2] = [int(c) for c in texts[k]]
     # a step may skip the blank between two different digits
     skip = np.zeros(ext.shape, bool)
-    skip[2:] = (ext[2:] != BLANK) & (ext[2:] != ext[:-2])
+    skip[:, 2:] = (ext[:, 2:] != BLANK) & (ext[:, 2:] != ext[:, :-2])
     alpha = np.full(ext.shape, -np.inf)
-    alpha[0], alpha[1] = lp[0, BLANK], lp[0, ext[1]]
+    alpha[:, 0], alpha[:, 1] = lp[0, BLANK], lp[0, ext[:, 1]]
+    none = np.full((len(which), 2), -np.inf)
     for t in range(1, lp.shape[0]):
-        prev1 = np.concatenate(([-np.inf], alpha[:-1]))
-        prev2 = np.where(skip, np.concatenate(([-np.inf, -np.inf], alpha[:-2])), -np.inf)
+        prev1 = np.concatenate((none[:, :1], alpha[:, :-1]), axis=1)
+        prev2 = np.where(skip, np.concatenate((none, alpha[:, :-2]), axis=1), -np.inf)
         alpha = np.logaddexp(np.logaddexp(alpha, prev1), prev2) + lp[t, ext]
-    return float(np.logaddexp(alpha[-1], alpha[-2]))
+    for row, k in enumerate(which):
+        end = 2 * len(texts[k])
+        out[k] = float(np.logaddexp(alpha[row, end], alpha[row, end - 1]))
+    return out
 
 
 def prefix_beam(lp: np.ndarray, width: int = BEAM) -> dict[str, float]:
