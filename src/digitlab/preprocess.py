@@ -388,9 +388,11 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     else:
         mask = x > _otsu(x)
         for passes in range(1, LIGHT_PASSES + 1):
-            flat = x - _paper_level(x, mask)
-            if brightness is not None:
-                local = _paper_level(brightness, mask)
+            if brightness is None:
+                flat = x - _paper_levels(mask, x)[0]
+            else:
+                level, local = _paper_levels(mask, x, brightness)
+                flat = x - level
                 flat *= np.clip(median(_border(brightness)) / np.maximum(local, 1e-3), 0.25, 4)
             f, m = flat.ravel()[::step], mask.ravel()[::step]
             sigma = _mad_sigma(f[~m] if (~m).any() else f)
@@ -443,27 +445,32 @@ def grow(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _paper_level(x: np.ndarray, ink: np.ndarray) -> np.ndarray:
-    h, w = x.shape
+def _paper_levels(ink: np.ndarray, *planes: np.ndarray) -> list[np.ndarray]:
+    """The paper's level in each of ``planes`` where ``ink`` is not: their paper pixels
+    smoothed by a normalised Gaussian convolution on a coarse grid (one weight map for all)."""
+    h, w = ink.shape
     k = max(1, math.ceil(max(h, w) / 48))
     keep = (~grow(ink)).astype(np.float32)
-    num = _block_sum(x * keep, k)
     den = _block_sum(keep, k)
-    sigma = max(1.0, max(num.shape) / 6)
-    num = ndi.gaussian_filter(num, sigma, mode="nearest")
+    sigma = max(1.0, max(den.shape) / 6)
     den = ndi.gaussian_filter(den, sigma, mode="nearest")
-    coarse = num / np.maximum(den, 1e-12)
     empty = den <= 1e-3 * k * k  # no paper anywhere near: use the paper's overall level
-    if empty.any():
-        step = max(1, x.size // SAMPLE)
-        paper = x.ravel()[::step][keep.ravel()[::step] > 0]
-        coarse[empty] = float(median(paper)) if paper.size else float(median(x.ravel()))
-    if k == 1:
-        return coarse.astype(np.float32)
-    up = Image.fromarray(coarse.astype(np.float32), "F").resize(
-        (coarse.shape[1] * k, coarse.shape[0] * k), Image.Resampling.BILINEAR
-    )
-    return np.asarray(up)[:h, :w]
+    levels = []
+    for x in planes:
+        num = ndi.gaussian_filter(_block_sum(x * keep, k), sigma, mode="nearest")
+        coarse = num / np.maximum(den, 1e-12)
+        if empty.any():
+            step = max(1, x.size // SAMPLE)
+            paper = x.ravel()[::step][keep.ravel()[::step] > 0]
+            coarse[empty] = float(median(paper)) if paper.size else float(median(x.ravel()))
+        if k == 1:
+            levels.append(coarse.astype(np.float32))
+            continue
+        up = Image.fromarray(coarse.astype(np.float32), "F").resize(
+            (coarse.shape[1] * k, coarse.shape[0] * k), Image.Resampling.BILINEAR
+        )
+        levels.append(np.asarray(up)[:h, :w])
+    return levels
 
 
 def _block_sum(a: np.ndarray, k: int) -> np.ndarray:
