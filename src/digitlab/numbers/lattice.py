@@ -83,7 +83,7 @@ def read_number(
     ``probabilities`` maps 28×28 images to class probabilities whose first ten columns are
     the digits (``Predictor.probabilities``). With a ``line`` model, its reading of the whole
     line re-ranks the lattice's (:func:`rerank`), and a group that the piece model reads whole
-    as one sure digit is not cut (:func:`_settled`): a third of the pieces to score. Where
+    as one sure digit is not cut (:func:`_settled`): a third to a half of the pieces. Where
     the reading that comes out is not the line model's own likeliest, the line is read again
     with every group cut, so the shortcut never overrules both models.
     """
