@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from digitlab.preprocess import MAX_PIXELS, Prepared, load_image, prepare
+from digitlab.preprocess import MAX_PIXELS, Prepared, load_image, prepare, unzoomed
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -22,7 +22,7 @@ LINE_SIDE = 1024  # a number is wide: twice the room
 def digit_input(data: bytes, max_pixels: int = MAX_PIXELS) -> Prepared:
     """A single digit's upload in MNIST form (DigitlabError when it cannot be decoded,
     ImageTooLarge over ``max_pixels``)."""
-    return prepare(load_image(data, max_pixels=max_pixels, max_side=DIGIT_SIDE))
+    return prepare(unzoomed(load_image(data, max_pixels=max_pixels, max_side=DIGIT_SIDE)))
 
 
 def line_input(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
