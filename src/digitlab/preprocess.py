@@ -167,13 +167,15 @@ def unzoomed(img: Image.Image) -> Image.Image:
 def _zoom_factor(img: Image.Image) -> int:
     """The k of an image made of k×k one-colour blocks from its top left corner, else 1."""
     w, h = img.size
-    # the middle row and column first: a photo or a scan changes at almost every pixel
-    row = np.asarray(img.crop((0, h // 2, w, h // 2 + 1)))[0]
-    col = np.asarray(img.crop((w // 2, 0, w // 2 + 1, h)))[:, 0]
-    k = math.gcd(_steps(row), _steps(col))
-    if k < 2:
+    if min(w, h) < 2 * UNZOOM_MIN_SIDE:
         return 1
-    a = np.asarray(img)
+    # the middle row and column first: a photo or a scan changes at almost every pixel
+    a = np.asarray(img) if w * h <= 1 << 16 else None  # a small image is cheaper whole
+    row = a[h // 2] if a is not None else np.asarray(img.crop((0, h // 2, w, h // 2 + 1)))[0]
+    col = a[:, w // 2] if a is not None else np.asarray(img.crop((w // 2, 0, w // 2 + 1, h)))[:, 0]
+    if math.gcd(_steps(row), _steps(col)) < 2:
+        return 1
+    a = np.asarray(img) if a is None else a
     k = math.gcd(_steps(a), _steps(a.swapaxes(0, 1)))
     return k if k >= 2 and min(w, h) // k >= UNZOOM_MIN_SIDE else 1
 
@@ -182,8 +184,11 @@ def _steps(a: np.ndarray) -> int:
     """The gcd of the positions along the first axis where ``a`` changes (0: it never does)."""
     if len(a) < 2:
         return 0
-    changed = (a[1:] != a[:-1]).reshape(len(a) - 1, -1).any(axis=1)
-    return int(np.gcd.reduce(np.flatnonzero(changed) + 1)) if changed.any() else 0
+    changed = a[1:] != a[:-1]
+    if changed.ndim > 1:
+        changed = changed.reshape(len(a) - 1, -1).any(axis=1)
+    at = np.flatnonzero(changed)
+    return int(np.gcd.reduce(at + 1)) if at.size else 0
 
 
 class ImageTooLarge(DigitlabError):
