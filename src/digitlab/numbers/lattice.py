@@ -18,7 +18,6 @@ from scipy import ndimage as ndi
 
 from digitlab.numbers.lines import (
     LineReader,
-    ctc_log_likelihood,
     ctc_log_likelihoods,
     line_image,
     prefix_beam,
@@ -172,17 +171,16 @@ def rerank(
     logp = np.log(np.maximum(probs[:, :10], 1e-9)) - SHORT_PENALTY * lat.short[:, None]
     own_digits = [int(probs[k, :10].argmax()) for k in own]
     own_text = "".join(map(str, own_digits))
-    own_line = ctc_log_likelihood(lp, own_text)
-    if not np.isfinite(own_line):
-        return own, own_digits
-    best = (float(logp[own, own_digits].sum()) + LINE_WEIGHT * own_line, own, own_text)
     spelled = [
         (text, *_spelled(lat, logp, text))
         for text in (prefix_beam(lp) if beams is None else beams)
         if text and text != own_text
     ]
     spelled = [c for c in spelled if c[2] is not None]
-    lines = ctc_log_likelihoods(lp, [text for text, _, _ in spelled])
+    own_line, *lines = ctc_log_likelihoods(lp, [own_text] + [text for text, _, _ in spelled])
+    if not np.isfinite(own_line):
+        return own, own_digits
+    best = (float(logp[own, own_digits].sum()) + LINE_WEIGHT * own_line, own, own_text)
     for (text, score, path), line in zip(spelled, lines, strict=True):
         total = score + LINE_WEIGHT * line
         if total > best[0]:

@@ -143,10 +143,10 @@ def prefix_beam(lp: np.ndarray, width: int = BEAM) -> dict[str, float]:
             entry = nxt.setdefault(prefix, [-math.inf, -math.inf])
             entry[0] = _logaddexp(entry[0], total + row[BLANK])
             last = int(prefix[-1]) if prefix else -1
-            # a repeat needs a blank between; without one it is the same string
             hopeless = total + best_digit < floor  # none of its new strings can make the top
             for c in children.get(prefix, []) if hopeless else range(10):
                 longer = nxt.setdefault(prefix + str(c), [-math.inf, -math.inf])
+                # a repeat needs a blank between; without one it is the same string (entry)
                 longer[1] = _logaddexp(longer[1], (pb if c == last else total) + row[c])
             if last >= 0:
                 entry[1] = _logaddexp(entry[1], pd + row[last])
