@@ -423,7 +423,7 @@ def test_an_input_that_trips_a_bug_is_its_own_error_entry(predictor, tmp_path, m
 def test_a_folder_read_in_worker_processes_gives_the_same_answers_in_order(
     predictor, tmp_path, mnist
 ):
-    """predict_paths(workers=2): files read and preprocessed in two spawned processes, the
+    """predict_paths(workers=2): files read and preprocessed in two worker processes, the
     model run here; broken files and unlistable inputs keep their place, as with one."""
     images, labels = mnist["test"].images, mnist["test"].labels
     n = predict.BATCH + 40  # two chunks, so both workers have one

@@ -1,8 +1,10 @@
-"""system.imap_chunks: ordered results over spawned workers, with this process lending a hand."""
+"""system.imap_chunks: ordered results over spawned (or forked) workers, with this process
+lending a hand."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -29,3 +31,20 @@ def test_a_failing_task_raises_in_its_turn_after_the_results_before_it():
         for r in imap_chunks(pow, tasks, workers=2):
             got.append(r)
     assert got == [2**k for k in range(20)]
+
+
+def _probe() -> tuple[int, str | None]:
+    import digitlab.system
+
+    return os.getpid(), getattr(digitlab.system, "_test_probe", None)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork is asked for on Linux only")
+def test_forked_workers_start_from_this_process_as_it_is(monkeypatch):
+    import digitlab.system
+
+    # set here at run time: a spawned worker imports the module afresh and never sees it
+    monkeypatch.setattr(digitlab.system, "_test_probe", "set here", raising=False)
+    got = list(imap_chunks(_probe, [()] * 40, workers=2, fork=True))
+    assert {probe for _, probe in got} == {"set here"}
+    assert {pid for pid, _ in got} - {os.getpid()}  # the workers did tasks too
