@@ -398,7 +398,10 @@ def _ink_signal(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | No
     norm = float(np.linalg.norm(direction))
     if norm < MIN_CONTRAST / 2:
         return None
-    brightness = planes.mean(axis=2) if direction.sum() < 0 else None
+    # the mean of the three colours, as np.mean gives it, at a tenth of its cost on this axis
+    brightness = (
+        (planes[..., 0] + planes[..., 1] + planes[..., 2]) / 3 if direction.sum() < 0 else None
+    )
     return diff @ (direction / norm), brightness
 
 
@@ -471,14 +474,15 @@ def _mad_sigma(v: np.ndarray) -> float:
 def median(v: np.ndarray, axis: int | None = None) -> np.ndarray:
     """``np.median`` of a 1-D float array (or of each column, ``axis=0``): the same value, NaN
     included, without its per-call overhead (a 28x28 digit takes five medians; numpy's own
-    cost more than the rest of its ink finding)."""
+    cost more than the rest of its ink finding). A full sort, not a partition: numpy's
+    partition on the three places needed took 3-4x as long, from 784 to 10^6 values."""
     if v.dtype.kind != "f" or v.size == 0 or (axis is None and v.ndim != 1):
         return np.median(v, axis=axis)
     n = v.shape[0]
     k = n // 2
-    part = np.partition(v, (k - 1, k, n - 1) if n % 2 == 0 else (k, n - 1), axis=0)
+    part = np.sort(v, axis=0)
     mid = part[k] if n % 2 else (part[k - 1] + part[k]) / 2
-    nan = np.isnan(part[-1])  # partition puts NaN last; numpy's median is then NaN
+    nan = np.isnan(part[-1])  # sort puts NaN last; numpy's median is then NaN
     return np.where(nan, np.nan, mid).astype(v.dtype)[()] if nan.any() else mid
 
 
@@ -502,13 +506,13 @@ def _paper_levels(ink: np.ndarray, *planes: np.ndarray) -> list[np.ndarray]:
     h, w = ink.shape
     k = max(1, math.ceil(max(h, w) / 48))
     keep = (~grow(ink)).astype(np.float32)
-    den = _block_sum(keep, k)
-    sigma = max(1.0, max(den.shape) / 6)
-    den = ndi.gaussian_filter(den, sigma, mode="nearest")
+    sums = np.stack([_block_sum(keep, k)] + [_block_sum(x * keep, k) for x in planes])
+    sigma = max(1.0, max(sums.shape[1:]) / 6)
+    # one call smooths every plane (the same floats as one call each, in half the time)
+    den, *nums = ndi.gaussian_filter(sums, (0, sigma, sigma), mode="nearest")
     empty = den <= 1e-3 * k * k  # no paper anywhere near: use the paper's overall level
     levels = []
-    for x in planes:
-        num = ndi.gaussian_filter(_block_sum(x * keep, k), sigma, mode="nearest")
+    for x, num in zip(planes, nums, strict=True):
         coarse = num / np.maximum(den, 1e-12)
         if empty.any():
             step = max(1, x.size // SAMPLE)
@@ -693,12 +697,15 @@ def stroke_width(mask: np.ndarray) -> float:
     The perimeter is Cauchy–Crofton's estimate, π/4 times the count of pixel edges between
     ink and background, which is unbiased for curves at any angle (a 1-px line reads 1.27).
     """
-    area = int(mask.sum())
+    area = np.count_nonzero(mask)
     if area == 0:
         return 0.0
     edges = (
         np.count_nonzero(mask[1:] != mask[:-1])
         + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
-        + int(mask[0].sum() + mask[-1].sum() + mask[:, 0].sum() + mask[:, -1].sum())
+        + np.count_nonzero(mask[0])
+        + np.count_nonzero(mask[-1])
+        + np.count_nonzero(mask[:, 0])
+        + np.count_nonzero(mask[:, -1])
     )
     return 2.0 * area / (math.pi / 4 * max(edges, 1))
