@@ -269,7 +269,7 @@ def _slices(layout: Layout, settled: set[int]) -> tuple[list[Slice], np.ndarray,
     group_of: list[int] = []
     for g, group in enumerate(layout.groups):
         members, x0, x1, y0, y1 = group
-        mask = np.isin(layout.labels[y0:y1, x0:x1], members)
+        mask = layout.of(members, x0, x1, y0, y1)
         ink = layout.ink.ink[y0:y1, x0:x1] * mask
         seams = [] if g in settled else _candidate_seams(ink, layout.height)
         side = np.zeros(ink.shape, np.int32)

@@ -47,7 +47,7 @@ def line_image(layout: Layout) -> np.ndarray | None:
     members = [k for g in groups for k in g[0]]
     x0, x1 = min(g[1] for g in groups), max(g[2] for g in groups)
     y0, y1 = min(g[3] for g in groups), max(g[4] for g in groups)
-    ink = layout.ink.ink[y0:y1, x0:x1] * np.isin(layout.labels[y0:y1, x0:x1], members)
+    ink = layout.ink.ink[y0:y1, x0:x1] * layout.of(members, x0, x1, y0, y1)
     h, w = ink.shape
     scale = min(DIGIT_HEIGHT / max(layout.height, 1.0), (LINE_HEIGHT - 2) / h)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))

