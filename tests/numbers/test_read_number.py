@@ -156,11 +156,11 @@ def test_groups_read_whole_are_not_cut_and_the_numbers_read_the_same(mnist, pred
         layout = locate(img)
         lp = predictor.line.log_probs(line_image(layout))
         full, _ = lat._read(layout, predictor.piece_probabilities, (lp, prefix_beam(lp)), {})
-        every_cut += len(lat._lattice(layout, {}).runs)
+        every_cut += len(lat._lattice(layout, {})[0].runs)
         settled = lat._settled(layout, predictor.piece_probabilities)
         settled_any += bool(settled)
         slices, owner, group_of = lat._slices(layout, set(settled))
-        for g, (image, box, tall) in settled.items():  # a group whole is its one slice's piece
+        for g, ((image, box, tall), _) in settled.items():  # a group whole: its one slice's piece
             i = group_of.index(g)
             assert group_of.count(g) == 1
             same, same_box, same_tall = lat._piece(layout, slices, owner, i, i)
@@ -171,6 +171,16 @@ def test_groups_read_whole_are_not_cut_and_the_numbers_read_the_same(mnist, pred
         assert [r.digit for r in got] == [r.digit for r in full]
     assert settled_any >= 12  # most spaced-out numbers have a group read whole
     assert sum(scored) < 0.7 * every_cut  # ...and far fewer pieces are scored
+
+
+def test_a_piece_scores_the_same_alone_or_among_others(mnist, predictor):
+    """Why a settled group's probabilities are reused, not scored again with the lattice:
+    the bundled model (ONNX Runtime) gives each image the same figures in any batch."""
+    images = mnist["test"].images[:40]
+    together = predictor.piece_probabilities(images)
+    for start, n in ((0, 1), (3, 5), (11, 17), (29, 11)):
+        alone = predictor.piece_probabilities(images[start : start + n])
+        assert np.array_equal(alone, together[start : start + n])
 
 
 class _SureLine:

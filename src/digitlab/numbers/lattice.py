@@ -47,6 +47,7 @@ SETTLE_CONFIDENCE = 0.9  # ...is not cut while the line model agrees (docs/numbe
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # uint8 (N,28,28) -> probabilities (N,C)
 Piece = tuple[np.ndarray, tuple[int, int, int, int], bool]  # 28×28, box in the input, tall
+Settled = dict[int, tuple[Piece, np.ndarray]]  # group -> its piece whole, its probabilities
 
 
 @dataclass
@@ -105,13 +106,17 @@ def _read(
     layout: Layout,
     probabilities: Scorer,
     line: tuple[np.ndarray, dict[str, float]] | None,
-    settled: dict[int, Piece],
+    settled: Settled,
 ) -> tuple[list[Reading], str]:
     """The readings of the lattice that leaves the ``settled`` groups whole (their pieces
-    given), re-ranked by the line model's log-probabilities and beams where given, and
-    their digits as a string."""
-    lat = _lattice(layout, settled)
-    probs = probabilities(lat.images)
+    and probabilities given), re-ranked by the line model's log-probabilities and beams
+    where given, and their digits as a string."""
+    lat, whole = _lattice(layout, {g: piece for g, (piece, _) in settled.items()})
+    fresh = [k for k, g in enumerate(whole) if g < 0]
+    scored = iter(probabilities(lat.images[fresh]) if fresh else ())
+    # a settled piece is not scored again: ONNX Runtime gives a piece the same figures in any
+    # batch (tests/numbers/test_read_number.py), torch the same to 1e-7
+    probs = np.stack([next(scored) if g < 0 else settled[g][1] for g in whole])
     path = best_path(lat, probs)
     digits = [int(probs[k, :10].argmax()) for k in path]
     if line is not None:
@@ -127,9 +132,10 @@ def _read(
     return readings, "".join(map(str, digits))
 
 
-def _settled(layout: Layout, probabilities: Scorer) -> dict[int, Piece]:
-    """The groups that need no cut, with their pieces: no wider than ``SETTLE_WIDTH`` digit
-    heights, tall enough for a digit, and read whole as a digit with ``SETTLE_CONFIDENCE``."""
+def _settled(layout: Layout, probabilities: Scorer) -> Settled:
+    """The groups that need no cut, with their pieces and probabilities: no wider than
+    ``SETTLE_WIDTH`` digit heights, tall enough for a digit, and read whole as a digit with
+    ``SETTLE_CONFIDENCE``."""
     h = layout.height
     narrow = [
         g
@@ -139,9 +145,11 @@ def _settled(layout: Layout, probabilities: Scorer) -> dict[int, Piece]:
     if not narrow:
         return {}
     pieces = [_group_piece(layout, g) for g in narrow]
-    sure = probabilities(np.stack([p[0] for p in pieces]))[:, :10].max(axis=1)
+    probs = probabilities(np.stack([p[0] for p in pieces]))
     return {
-        g: p for g, p, conf in zip(narrow, pieces, sure, strict=True) if conf >= SETTLE_CONFIDENCE
+        g: (piece, prob)
+        for g, piece, prob in zip(narrow, pieces, probs, strict=True)
+        if prob[:10].max() >= SETTLE_CONFIDENCE
     }
 
 
@@ -214,21 +222,20 @@ def _spelled(lat: Lattice, logp: np.ndarray, text: str) -> tuple[float, list[int
 def lattice(img: Image.Image | np.ndarray) -> Lattice | None:
     """Every candidate piece of the number in ``img`` (None when there is no ink)."""
     layout = locate(img)
-    return None if layout is None else _lattice(layout, {})
+    return None if layout is None else _lattice(layout, {})[0]
 
 
-def _lattice(layout: Layout, settled: dict[int, Piece]) -> Lattice:
+def _lattice(layout: Layout, settled: dict[int, Piece]) -> tuple[Lattice, list[int]]:
     """The candidate pieces of ``layout``, every group cut but the ``settled`` ones, whose
-    pieces are given."""
+    pieces are given; and for each run, the settled group it is (-1: a piece made here)."""
     slices, owner, group_of = _slices(layout, set(settled))
     runs = _candidate_runs(slices, group_of, layout.height)
+    whole = [group_of[i] if i == j and group_of[i] in settled else -1 for i, j in runs]
     pieces = [
-        settled[group_of[i]]
-        if i == j and group_of[i] in settled
-        else _piece(layout, slices, owner, i, j)
-        for i, j in runs
+        settled[g] if g >= 0 else _piece(layout, slices, owner, i, j)
+        for (i, j), g in zip(runs, whole, strict=True)
     ]
-    return Lattice(
+    lat = Lattice(
         len(slices),
         runs,
         np.stack([p[0] for p in pieces]),
@@ -237,6 +244,7 @@ def _lattice(layout: Layout, settled: dict[int, Piece]) -> Lattice:
         owner,
         layout,
     )
+    return lat, whole
 
 
 def best_path(lat: Lattice, probs: np.ndarray) -> list[int]:
