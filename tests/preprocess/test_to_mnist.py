@@ -103,6 +103,27 @@ def test_noisy_photo_keeps_stroke_grey_levels_and_zeroes_paper(digit_of, h):
     assert np.median(gray[ink > 0.95]) == 1.0
 
 
+def _grainy_page(seed: int, hairline: bool) -> np.ndarray:
+    """Paper at grey 200 with grain of 20 grey levels, and maybe a 1-px "7" 105 levels darker
+    (its median pixel stands 5.3 grain deviations above the paper)."""
+    img = Image.new("L", (200, 200), 0)
+    if hairline:
+        ImageDraw.Draw(img).line([(60, 50), (140, 50), (90, 160)], fill=255, width=1)
+    ink = np.asarray(img, float) / 255
+    noise = np.random.default_rng(seed).normal(0, 20, ink.shape)
+    return np.clip(200 - 105 * ink + noise, 0, 255).astype(np.uint8)
+
+
+def test_a_hairline_on_grainy_paper_is_found_and_grain_alone_is_not(h):
+    img = Image.new("L", (200, 200), 200)
+    ImageDraw.Draw(img).line([(60, 50), (140, 50), (90, 160)], fill=95, width=1)
+    clean = prepare(np.asarray(img)).image
+    for seed in range(8):
+        found = prepare(_grainy_page(seed, hairline=True))
+        assert not found.empty and h.iou(found.image, clean) > 0.7  # measured 0.81-1.0
+        assert prepare(_grainy_page(seed, hairline=False)).empty
+
+
 def test_thin_pen_line_on_a_big_canvas_survives_scaling():
     img = Image.new("L", (1000, 1000), 255)
     ImageDraw.Draw(img).line([(300, 200), (700, 200), (420, 800)], fill=0, width=1)  # a "7"
