@@ -47,6 +47,7 @@ CORE_SIGMAS = 5.0  # ...and its typical (median) pixel this many (6: hairlines o
 FAINT = 0.1  # the box is that of ink above this level: JPEG ringing is fainter
 SAMPLE = 16384  # statistics (medians, Otsu) are taken on about this many pixels
 LIGHT_PASSES = 4  # at most this many paper-level estimates, each excluding the last guess's ink
+SOLID = 0.25  # ...but not what fills a square this share of the page's short side: light
 SETTLED = 0.002  # ...stopping once the ink mask changes on less than this share of the pixels
 MAX_PIXELS = 50_000_000  # the default pixel limit of one image (a deployment may set its own)
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # an uncompressed 50-Mpx RGBA TIFF is 200 MB
@@ -429,8 +430,10 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     """Flatten the lighting, find the ink, keep its grey levels and zero the paper.
 
     The paper level is a heavy Gaussian of the non-ink pixels (normalised convolution on a
-    coarse grid), estimated again without each guess's ink until the guess settles (under a
-    steep shadow the first Otsu guess takes half the page for ink and needs three passes).
+    coarse grid), estimated again without each guess's ink until the guess settles. Under a
+    steep shadow the first Otsu guess takes half the page for ink; a stroke is thin, so what
+    the guess holds in a solid square of ``SOLID`` of the page's side is light, and stays in
+    the paper's level (docs/other-hands-training.md: shadowed pages then read 95% against 90%).
     Light is multiplicative, so under a shadow dark ink also loses contrast: that is given
     back by the ratio of the border's paper brightness to the local one. The ink is what
     stands above both Otsu's threshold and ``NOISE_SIGMAS`` noise deviations.
@@ -444,10 +447,11 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     else:
         mask = x > _otsu(x)
         for passes in range(1, LIGHT_PASSES + 1):
+            strokes = mask & ~_solid(mask)  # what is left out of the paper's level
             if brightness is None:
-                flat = x - _paper_levels(mask, x)[0]
+                flat = x - _paper_levels(strokes, x)[0]
             else:
-                level, local = _paper_levels(mask, x, brightness)
+                level, local = _paper_levels(strokes, x, brightness)
                 flat = x - level
                 flat *= np.clip(median(_border(brightness)) / np.maximum(local, 1e-3), 0.25, 4)
             f, m = flat.ravel()[::step], mask.ravel()[::step]
@@ -466,6 +470,18 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     ink = np.minimum(np.maximum((flat - lo) / max(hi - lo, 1e-6), 0), 1)  # np.clip, less overhead
     near = grow(mask)
     return (ink * near).astype(np.float32)
+
+
+def _solid(mask: np.ndarray) -> np.ndarray:
+    """The parts of ``mask`` that a square of ``SOLID`` of the short side fits inside (a
+    morphological opening, on the coarse grid of the paper's level): a shadow, not a stroke."""
+    h, w = mask.shape
+    k = max(1, math.ceil(max(h, w) / 48))
+    cells = (_block_sum(mask.astype(np.float32), k) >= 0.5 * k * k).view(np.uint8)
+    side = max(2, round(SOLID * min(cells.shape)))
+    inside = ndi.minimum_filter1d(ndi.minimum_filter1d(cells, side, axis=0), side, axis=1)
+    solid = ndi.maximum_filter1d(ndi.maximum_filter1d(inside, side, axis=0), side, axis=1)
+    return np.repeat(np.repeat(solid.view(bool), k, axis=0), k, axis=1)[:h, :w]
 
 
 def _mad_sigma(v: np.ndarray) -> float:
