@@ -145,6 +145,10 @@ def load_image(
 
 UNZOOM_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")  # the modes Image.reduce takes
 UNZOOM_MIN_SIDE = 8  # px: an image smaller than this at its own pixels is left as it is
+# a JPEG is a block zoom when this share of its changes, beyond the 1/k that fall on the
+# edges of k-px blocks in any picture, falls there (dev: zooms 0.27-1.0, 1,337 other JPEGs
+# all but 3 under 0.3; docs/other-hands-training.md)
+JPEG_EDGES = 0.3
 
 
 def unzoomed(img: Image.Image) -> Image.Image:
@@ -155,9 +159,12 @@ def unzoomed(img: Image.Image) -> Image.Image:
     for a shape: 8-10 px digits in held-out hands, zoomed that way, were 58% rejected, and
     the same digits zoomed smoothly 14% (docs/other-hands.md). So the image is shrunk to its
     own pixels and enlarged again by the same factor, bicubic, at the same size: boxes
-    still map to the input's pixels.
+    still map to the input's pixels. A JPEG of such a zoom keeps its blocks only roughly,
+    and is found by where its changes fall (:func:`_jpeg_zoom_factor`).
     """
     k = _zoom_factor(img) if img.mode in UNZOOM_MODES else 1
+    if k < 2 and img.format == "JPEG" and img.mode in UNZOOM_MODES:
+        k = _jpeg_zoom_factor(img)
     if k < 2:
         return img
     small = img.reduce(k)
@@ -181,6 +188,30 @@ def _zoom_factor(img: Image.Image) -> int:
     a = np.asarray(img) if a is None else a
     k = math.gcd(_steps(a), _steps(a.swapaxes(0, 1)))
     return k if k >= 2 and min(w, h) // k >= UNZOOM_MIN_SIDE else 1
+
+
+def _jpeg_zoom_factor(img: Image.Image) -> int:
+    """The k of a JPEG of a k×k block zoom (k >= 3), whose blocks JPEG no longer keeps exact,
+    else 1: in rows and in columns, ``JPEG_EDGES`` of its changes beyond chance fall between
+    blocks (the largest such share decides)."""
+    a = np.asarray(img.convert("L") if img.mode != "L" else img, np.float32)
+    h, w = a.shape
+    if min(w, h) < 3 * UNZOOM_MIN_SIDE:
+        return 1
+    cols = np.abs(np.diff(a, axis=1)).sum(axis=0)  # the change from column j to j + 1
+    rows = np.abs(np.diff(a, axis=0)).sum(axis=1)
+    best, found = JPEG_EDGES, 1
+    for k in range(3, min(w, h) // UNZOOM_MIN_SIDE + 1):
+        share = min(_edge_share(cols, k), _edge_share(rows, k))
+        excess = (share - 1 / k) / (1 - 1 / k)
+        if excess >= best:
+            best, found = excess, k
+    return found
+
+
+def _edge_share(changes: np.ndarray, k: int) -> float:
+    """The share of ``changes`` (from each pixel to the next) that falls between k-px blocks."""
+    return float(changes[k - 1 :: k].sum()) / max(float(changes.sum()), 1e-6)
 
 
 def _steps(a: np.ndarray) -> int:
