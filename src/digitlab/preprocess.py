@@ -42,8 +42,8 @@ MIN_STROKE = 1.3  # px at 28×28 (a 1-px line reads 1.27); only 0.7 % of MNIST i
 TARGET_STROKE = 2.5  # thinner strokes are dilated to about MNIST's median width
 MIN_CONTRAST = 0.08  # ink fainter than this (fraction of full scale) is paper texture
 NOISE_SIGMAS = 4.0  # ink must stand this many noise standard deviations above the paper
-CORE_SIGMAS = 5.0  # ...and its typical (median) pixel this many (6: hairlines on grainy paper
-# were lost; grain alone stays blank, its few pixels over 4 deviations have a median near 4.2)
+CORE_SIGMAS = 5.0  # ...and its typical (median) pixel this many: grain alone stays blank
+# (its few pixels over the threshold sit just above it), a hairline on grain no longer does
 FAINT = 0.1  # the box is that of ink above this level: JPEG ringing is fainter
 SAMPLE = 16384  # statistics (medians, Otsu) are taken on about this many pixels
 LIGHT_PASSES = 4  # at most this many paper-level estimates, each excluding the last guess's ink
@@ -146,8 +146,7 @@ def load_image(
 UNZOOM_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")  # the modes Image.reduce takes
 UNZOOM_MIN_SIDE = 8  # px: an image smaller than this at its own pixels is left as it is
 # a JPEG is a block zoom when this share of its changes, beyond the 1/k that fall on the
-# edges of k-px blocks in any picture, falls there (dev: zooms 0.27-1.0, 1,337 other JPEGs
-# all but 3 under 0.3; docs/other-hands-training.md)
+# edges of k-px blocks in any picture, falls there (chosen in docs/other-hands-training.md)
 JPEG_EDGES = 0.3
 
 
@@ -464,7 +463,7 @@ def _separate_ink(x: np.ndarray, brightness: np.ndarray | None = None) -> np.nda
     coarse grid), estimated again without each guess's ink until the guess settles. Under a
     steep shadow the first Otsu guess takes half the page for ink; a stroke is thin, so what
     the guess holds in a solid square of ``SOLID`` of the page's side is light, and stays in
-    the paper's level (docs/other-hands-training.md: shadowed pages then read 95% against 90%).
+    the paper's level (docs/other-hands-training.md).
     Light is multiplicative, so under a shadow dark ink also loses contrast: that is given
     back by the ratio of the border's paper brightness to the local one. The ink is what
     stands above both Otsu's threshold and ``NOISE_SIGMAS`` noise deviations.
@@ -507,7 +506,7 @@ def _solid(mask: np.ndarray) -> np.ndarray:
     """The parts of ``mask`` that a square of ``SOLID`` of the short side fits inside (a
     morphological opening, on the coarse grid of the paper's level): a shadow, not a stroke."""
     h, w = mask.shape
-    k = max(1, math.ceil(max(h, w) / 48))
+    k = _grid_step(mask.shape)
     cells = (_block_sum(mask.astype(np.float32), k) >= 0.5 * k * k).view(np.uint8)
     side = max(2, round(SOLID * min(cells.shape)))
     inside = ndi.minimum_filter1d(ndi.minimum_filter1d(cells, side, axis=0), side, axis=1)
@@ -553,7 +552,7 @@ def _paper_levels(ink: np.ndarray, *planes: np.ndarray) -> list[np.ndarray]:
     """The paper's level in each of ``planes`` where ``ink`` is not: their paper pixels
     smoothed by a normalised Gaussian convolution on a coarse grid (one weight map for all)."""
     h, w = ink.shape
-    k = max(1, math.ceil(max(h, w) / 48))
+    k = _grid_step(ink.shape)
     keep = (~grow(ink)).astype(np.float32)
     sums = np.stack([_block_sum(keep, k)] + [_block_sum(x * keep, k) for x in planes])
     sigma = max(1.0, max(sums.shape[1:]) / 6)
@@ -575,6 +574,12 @@ def _paper_levels(ink: np.ndarray, *planes: np.ndarray) -> list[np.ndarray]:
         )
         levels.append(np.asarray(up)[:h, :w])
     return levels
+
+
+def _grid_step(shape: tuple[int, ...]) -> int:
+    """Pixels per cell of the coarse grid that light is modelled on (at most 48 cells a side:
+    light changes slowly, and the Gaussian costs little there)."""
+    return max(1, math.ceil(max(shape[:2]) / 48))
 
 
 def _block_sum(a: np.ndarray, k: int) -> np.ndarray:
