@@ -161,9 +161,7 @@ def unzoomed(img: Image.Image) -> Image.Image:
     still map to the input's pixels. A JPEG of such a zoom keeps its blocks only roughly,
     and is found by where its changes fall (:func:`_jpeg_zoom_factor`).
     """
-    k = _zoom_factor(img) if img.mode in UNZOOM_MODES else 1
-    if k < 2 and img.format == "JPEG" and img.mode in UNZOOM_MODES:
-        k = _jpeg_zoom_factor(img)
+    k = _zoom_factor(img)
     if k < 2:
         return img
     small = img.reduce(k)
@@ -174,6 +172,15 @@ def unzoomed(img: Image.Image) -> Image.Image:
 
 
 def _zoom_factor(img: Image.Image) -> int:
+    """The k of an image made of k×k blocks from its top left corner (one colour each, or
+    roughly so in a JPEG), else 1."""
+    if img.mode not in UNZOOM_MODES:
+        return 1
+    k = _exact_zoom_factor(img)
+    return _jpeg_zoom_factor(img) if k < 2 and img.format == "JPEG" else k
+
+
+def _exact_zoom_factor(img: Image.Image) -> int:
     """The k of an image made of k×k one-colour blocks from its top left corner, else 1."""
     w, h = img.size
     if min(w, h) < 2 * UNZOOM_MIN_SIDE:
