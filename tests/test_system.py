@@ -4,11 +4,10 @@ lending a hand."""
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-from digitlab.system import imap_chunks, map_chunks
+from digitlab.system import FORKS, imap_chunks, map_chunks
 
 
 def test_results_come_in_task_order_whoever_computed_them():
@@ -39,7 +38,7 @@ def _probe() -> tuple[int, str | None]:
     return os.getpid(), getattr(digitlab.system, "_test_probe", None)
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="fork is asked for on Linux only")
+@pytest.mark.skipif(not FORKS, reason="workers are forked on Linux only")
 def test_forked_workers_start_from_this_process_as_it_is(monkeypatch):
     import digitlab.system
 

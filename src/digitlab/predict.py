@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ import numpy as np
 from digitlab.data.folders import IMAGE_SUFFIXES, read_list_file
 from digitlab.errors import DigitlabError
 from digitlab.runtime import load_backend
+from digitlab.system import FORKS
 
 if TYPE_CHECKING:
     from digitlab.numbers.lattice import Reading
@@ -342,7 +342,7 @@ BATCH = 256  # single-digit inputs classified at once
 # inputs from which a folder is read in one process per core: forked workers start at once
 # (1,000 files: 1,242-1,321 images/s against 720-1,230 in one process, 2 cores); two spawned
 # ones cost about 1 s (2,000 files read no faster, 8,000 1.4x as fast)
-PARALLEL_FROM = 1000 if sys.platform == "linux" else 4000
+PARALLEL_FROM = 1000 if FORKS else 4000
 
 
 def model_inputs(

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from digitlab.errors import DigitlabError
 
 T = TypeVar("T")
+FORKS = sys.platform == "linux"  # workers may be forked here (macOS and Windows spawn them)
 
 
 def cpu_cores() -> int:
@@ -98,7 +99,7 @@ def imap_chunks(
     here: dict[int, tuple[bool, Any]] = {}  # task -> (it raised, its result or exception)
     futures: dict[int, Any] = {}
     handed = 0  # tasks[:handed] are with the workers or done here
-    method = "fork" if fork and sys.platform == "linux" else "spawn"
+    method = "fork" if fork and FORKS else "spawn"
     with ProcessPoolExecutor(
         workers, mp_context=get_context(method), initializer=initializer, initargs=initargs
     ) as pool:
