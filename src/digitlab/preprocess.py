@@ -131,7 +131,7 @@ def load_image(
             ) from exc
         scale, fmt, size = width / img.size[0], img.format, (width, height)
         with contextlib.suppress(Exception):  # a broken EXIF block only loses the orientation
-            orientation = img.getexif().get(ORIENTATION, 1)
+            orientation = _orientation(img)
             if orientation in (5, 6, 7, 8):  # a quarter turn
                 size = (height, width)
             if orientation != 1:  # (exif_transpose copies even an upright image)
@@ -141,6 +141,19 @@ def load_image(
     img.info["digitlab_scale"] = scale
     img.info["digitlab_size"] = size
     return img
+
+
+# where Pillow's getexif finds an orientation (TIFFs: in their tags)
+EXIF_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation, 1 when upright. Pillow's getexif builds its EXIF object even
+    for a file that has none (a third of the time a small PNG takes to decode), so a file
+    with none of the blocks it reads is upright without asking."""
+    if not hasattr(img, "tag_v2") and not any(k in img.info for k in EXIF_SOURCES):
+        return 1
+    return img.getexif().get(ORIENTATION, 1)
 
 
 UNZOOM_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")  # the modes Image.reduce takes

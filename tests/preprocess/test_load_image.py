@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from digitlab.errors import DigitlabError
 from digitlab.preprocess import MAX_IMAGE_BYTES, clip_box, load_image, prepare, to_mnist
@@ -103,12 +103,29 @@ def test_animated_gif_uses_its_first_frame(digit_of, h):
     assert h.iou(got, first) > 0.8 > h.iou(got, second)
 
 
-def test_exif_orientation_is_applied(upload, h):
+XMP_ROTATED = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "where"),
+    [("JPEG", "exif"), ("PNG", "exif"), ("WEBP", "exif"), ("TIFF", "exif"), ("PNG", "xmp")],
+)
+def test_exif_orientation_is_applied(upload, h, fmt, where):
+    """Wherever the file keeps its orientation, the image comes back upright."""
     upright = Image.fromarray(upload)  # 100 wide, 120 tall
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a phone sensor wrote it
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    data = h.encode(stored.convert("RGB"), "JPEG", quality=95, exif=exif.tobytes())
+    if where == "exif":
+        tag = {"exif": exif.tobytes()}
+    else:  # an XMP packet in a PNG text chunk
+        tag = {"pnginfo": PngImagePlugin.PngInfo()}
+        tag["pnginfo"].add_itxt("XML:com.adobe.xmp", XMP_ROTATED)
+    data = h.encode(stored.convert("RGB"), fmt, quality=95, **tag)
     img = load_image(data)
     assert img.size == upright.size
     assert h.iou(to_mnist(img), to_mnist(upright)) > 0.8
