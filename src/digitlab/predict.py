@@ -233,14 +233,16 @@ class Predictor:
         accept = conf >= self.rejection.threshold
         if empty is not None:
             accept &= ~empty
+        # Python floats and ints once per batch: numpy's scalars cost more than the rounding
+        rows = zip(best.tolist(), conf.tolist(), digit_probs.tolist(), accept.tolist(), strict=True)
         return [
             {
-                "digit": int(best[i]) if accept[i] else None,
-                "confidence": round(float(conf[i]), 6),
-                "probabilities": [round(float(p), 6) for p in digit_probs[i]],
-                "is_digit": bool(accept[i]),
+                "digit": digit if ok else None,
+                "confidence": round(c, 6),
+                "probabilities": [round(p, 6) for p in ps],
+                "is_digit": ok,
             }
-            for i in range(len(probs))
+            for digit, c, ps, ok in rows
         ]
 
     # -- images -----------------------------------------------------------------------------
