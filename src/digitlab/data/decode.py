@@ -14,7 +14,6 @@ import io
 import struct
 import warnings
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,30 +189,30 @@ def decode_all(
     Pillow's decoders and preprocessing hold the GIL for the Python around them, so
     threads would not help; the work goes out as a few contiguous chunks per worker.
     """
-    if workers is None:
-        from digitlab.system import cpu_cores
+    from digitlab.system import cpu_cores, imap_chunks
 
+    if workers is None:
         workers = cpu_cores()
     if workers < 1:
         raise DigitlabError(f"workers must be at least 1, got {workers}")
     n = len(images)
     if workers == 1 or n < _PARALLEL_FROM[preprocess]:
-        return _decode_chunk((images, names, preprocess))
+        return _decode_chunk(images, names, preprocess)
     bounds = np.linspace(0, n, min(n, workers * 4) + 1, dtype=int).tolist()
     spans = list(zip(bounds[:-1], bounds[1:], strict=True))
     tasks = [(images[a:b], names[a:b], preprocess) for a, b in spans]
     out = Decoded(np.zeros((n, 28, 28), np.uint8), np.zeros(n, bool), [])
-    with ProcessPoolExecutor(workers) as pool:
-        for (a, b), part in zip(spans, pool.map(_decode_chunk, tasks), strict=True):
-            out.images[a:b] = part.images
-            out.empty[a:b] = part.empty
-            out.errors += part.errors
+    # forked on Linux: decoding needs neither torch nor ONNX Runtime
+    parts = imap_chunks(_decode_chunk, tasks, workers, fork=True)
+    for (a, b), part in zip(spans, parts, strict=True):
+        out.images[a:b] = part.images
+        out.empty[a:b] = part.empty
+        out.errors += part.errors
     return out
 
 
-def _decode_chunk(task: tuple[list[ImageInput], list[str], bool]) -> Decoded:
+def _decode_chunk(images: list[ImageInput], names: list[str], preprocess: bool) -> Decoded:
     """Decode one chunk; runs in a worker process."""
-    images, names, preprocess = task
     out = Decoded(np.zeros((len(images), 28, 28), np.uint8), np.zeros(len(images), bool), [])
     for i, (image, name) in enumerate(zip(images, names, strict=True)):
         try:
