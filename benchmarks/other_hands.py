@@ -271,7 +271,7 @@ def main() -> None:
         "| --- | --- |",
         *(
             f"| {why} | {num_fails.count(why)} |"
-            for why in sorted(set(num_fails), key=lambda w: -num_fails.count(w))
+            for why in sorted(set(num_fails), key=lambda w: (-num_fails.count(w), w))
         ),
         "",
         "## Low-resolution digits",

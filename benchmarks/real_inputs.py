@@ -235,7 +235,7 @@ def main() -> None:
     for k, (a, b) in sorted(by_kind(num_rows).items()):
         lines.append(f"| {k} | {a}/{b} |")
     lines += ["", "| numbers not read exactly | count |", "| --- | --- |"]
-    for why in sorted(set(num_fails), key=lambda w: -num_fails.count(w)):
+    for why in sorted(set(num_fails), key=lambda w: (-num_fails.count(w), w)):
         lines.append(f"| {why} | {num_fails.count(why)} |")
     lines += ["", "| non-digit kind | rejected |", "| --- | --- |"]
     for k, (a, b) in by_kind(neg_rows).items():
