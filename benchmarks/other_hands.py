@@ -20,7 +20,7 @@ import argparse
 import io
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,18 @@ def table(title: str, rows: list[tuple[str, bool, bool]], sort: bool = False) ->
     for k in keys:
         ok, rej, n = counts[k]
         lines.append(f"| {k} | {ok}/{n} ({ok / n:.1%}) | {rej} ({rej / n:.1%}) |")
+    return lines
+
+
+def misread_table(misreads: list[tuple[str, str, str, str]], top: int = 12) -> list[str]:
+    """The ``top`` commonest (where, true, read) of ``misreads``, with their main family."""
+    counts = Counter((where, true, read) for where, true, read, _ in misreads)
+    lines = ["| input | true -> read | count | most from |", "| --- | --- | --- | --- |"]
+    for (where, true, read), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
+        family, k = Counter(
+            f for w, t, r, f in misreads if (w, t, r) == (where, true, read)
+        ).most_common(1)[0]
+        lines.append(f"| {where} | {true} -> {read} | {n} | {family} ({k}) |")
     return lines
 
 
@@ -146,6 +158,8 @@ def main() -> None:
     def said(digit: int | None) -> str:
         return "rejected" if digit is None else str(digit)
 
+    # (where, true, read, family) of each digit read wrongly: what the model takes for what
+    misreads: list[tuple[str, str, str, str]] = []
     singles = fonts.font_samples(args.digits, SEEDS["digits"], held)
     by_family, by_pen, by_page = [], [], []
     for s in singles:
@@ -156,6 +170,7 @@ def main() -> None:
         by_page.append((s.page, ok, rej))
         if not ok:
             fails[f"digit, {PEN_KIND[s.pen]} pen"].append((s.data, s.text, said(r["digit"])))
+            misreads.append(("single digit", s.text, said(r["digit"]), s.family))
     acc = np.mean([ok for _, ok, _ in by_family])
     rejected = np.mean([rej for _, _, rej in by_family])
 
@@ -169,6 +184,12 @@ def main() -> None:
         by_kind.append((kind, ok, rej))
         if not ok:
             num_fails.append(number_failure(s.text, read))
+            if read is not None and len(read) == len(s.text):
+                misreads += [
+                    ("digit of a number", a, b, s.family)
+                    for a, b in zip(s.text, read, strict=True)
+                    if a != b
+                ]
             fails[f"number, {kind}"].append((s.data, s.text, read or "not read"))
     num_ok = [ok for _, ok, _ in by_len]
     num_acc, num_rej = np.mean(num_ok), np.mean([rej for _, _, rej in by_len])
@@ -185,6 +206,7 @@ def main() -> None:
         low_family.append((s.family, ok, rej))
         if not ok:
             fails["low-res digit"].append((s.data, s.text, said(r["digit"])))
+            misreads.append(("low-res digit", s.text, said(r["digit"]), s.family))
     low_acc = np.mean([ok for _, ok, _ in low_rows])
     low_rej = np.mean([rej for _, _, rej in low_rows])
 
@@ -249,6 +271,13 @@ def main() -> None:
         f"Failures, up to 8 per kind ([{FAILURES_PNG}]({FAILURES_PNG})):",
         "",
         f"![failures]({FAILURES_PNG})",
+        "",
+        "## What is read as what",
+        "",
+        "The commonest wrong readings of single digits, low-resolution digits, and digits of",
+        "numbers read with the right count of digits, and the family most of them come from.",
+        "",
+        *misread_table(misreads),
         "",
         "## Single digits",
         "",
