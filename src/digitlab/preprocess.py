@@ -618,7 +618,7 @@ def _otsu(x: np.ndarray) -> float:
     if hi - lo < 1e-6:
         return hi
     hist = np.bincount(((v - lo) * (255.999 / (hi - lo))).astype(np.intp), minlength=257)
-    hist[255] += hist[256:].sum()  # float rounding can lift the top value into bin 256
+    hist[255] += hist[256:].sum()  # a guard: the top value belongs to bin 255 however it rounds
     w0 = hist[:256].cumsum(dtype=np.float64)
     m0 = (hist[:256] * LEVELS).cumsum()
     total, mean = w0[-1], m0[-1]

@@ -1,4 +1,5 @@
-"""The preprocessing's own median and dilation give numpy's and scipy's answers exactly."""
+"""The preprocessing's own median, dilation and Otsu threshold give the answers of numpy, scipy
+and the textbook exactly."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage as ndi
 
-from digitlab.preprocess import grow, median
+from digitlab.preprocess import _otsu, grow, median
 
 floats = st.floats(-1e6, 1e6, width=32) | st.just(float("nan"))
 
@@ -37,3 +38,30 @@ def test_median_leaves_other_inputs_to_numpy():
 @given(arrays(bool, st.tuples(st.integers(1, 30), st.integers(1, 30))))
 def test_grow_is_a_5x5_maximum_filter(mask):
     assert np.array_equal(grow(mask), ndi.maximum_filter(mask.view(np.uint8), size=5) > 0)
+
+
+def textbook_otsu(x: np.ndarray) -> float:
+    """Otsu's threshold as written out: a 256-bin histogram between the extremes, and the
+    split that maximises the between-class variance."""
+    v = x.ravel()
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < 1e-6:
+        return hi
+    bins = np.minimum(((v - lo) * (255.999 / (hi - lo))).astype(np.int64), 255)
+    hist = np.bincount(bins, minlength=256).astype(np.float64)
+    w0 = np.cumsum(hist)
+    m0 = np.cumsum(hist * np.arange(256))
+    between = (m0[-1] * w0 - w0[-1] * m0) ** 2 / np.maximum(w0 * (w0[-1] - w0), 1e-12)
+    return lo + (int(np.argmax(between[:-1])) + 1) * (hi - lo) / 256
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(1, 60), st.integers(1, 60)),
+        elements=st.floats(-10, 10, width=32),
+    )
+)
+def test_otsu_is_the_textbook_threshold(x):
+    assert _otsu(x) == textbook_otsu(x)
