@@ -9,7 +9,14 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
-from digitlab.preprocess import load_image, prepare, stroke_width, to_gray_ink, to_mnist
+from digitlab.preprocess import (
+    load_image,
+    main_ink,
+    prepare,
+    stroke_width,
+    to_gray_ink,
+    to_mnist,
+)
 
 
 def _bbox_side(img: np.ndarray) -> int:
@@ -226,3 +233,15 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def test_a_lone_pixel_is_no_ink_and_one_stroke_is_kept_whole():
+    mask = np.zeros((28, 28), bool)
+    mask[10, 10] = True
+    assert main_ink(mask) is None  # a speck alone is not a digit
+    mask[11, 11] = True  # its diagonal neighbour: one 8-connected stroke
+    kept = main_ink(mask)
+    assert kept is not mask and np.array_equal(kept, mask)
+    tiny = np.zeros((2, 2), bool)
+    tiny[0, 0] = True  # an image of four pixels keeps even one
+    assert np.array_equal(main_ink(tiny), tiny)
