@@ -41,6 +41,13 @@ def test_number_failures_are_sorted_by_cause(bench_module, read: str | None, why
     assert why in bench_module.number_failure("2026", read)
 
 
+def test_time_per_number_is_not_moved_by_one_burst(bench_module) -> None:
+    seconds = [0.020] * 100
+    seconds[5] = 2.0  # another job took the core for two seconds
+    assert bench_module.chunk_ms(seconds) == pytest.approx(20.0)  # the mean would say 39.8
+    assert bench_module.chunk_ms([]) == 0.0
+
+
 def test_val_split_writes_the_dev_doc(tmp_path: Path, digitlab_home: Path) -> None:
     out = tmp_path / "dev.md"
     args = ["--split", "val", "--n", "60", "--numbers", "10", "--non-digits", "30"]
