@@ -148,9 +148,9 @@ EXIF_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
 
 
 def _orientation(img: Image.Image) -> int:
-    """The EXIF orientation, 1 when upright. Pillow's getexif builds its EXIF object even
-    for a file that has none (a third of the time a small PNG takes to decode), so a file
-    with none of the blocks it reads is upright without asking."""
+    """The EXIF orientation, 1 when upright. Pillow's getexif builds an EXIF object even for
+    a file that has none, at a cost a folder of small PNGs feels; a file with none of the
+    blocks it reads is upright without asking."""
     if not hasattr(img, "tag_v2") and not any(k in img.info for k in EXIF_SOURCES):
         return 1
     return img.getexif().get(ORIENTATION, 1)
@@ -559,8 +559,8 @@ def median(v: np.ndarray, axis: int | None = None) -> np.ndarray:
 
 def grow(mask: np.ndarray) -> np.ndarray:
     """A boolean mask grown by 2 px each way: ``ndi.maximum_filter(mask, size=5) > 0``, pixel
-    for pixel, as ors of shifted slices of a padded copy (scipy's per-call cost is ten times
-    this on a small digit, and its filter is slower on a large one)."""
+    for pixel, as ors of shifted slices of a padded copy: scipy's filter costs more per call
+    on a small digit and per pixel on a large page."""
     h, w = mask.shape
     pad = np.zeros((h + 4, w + 4), bool)
     pad[2:-2, 2:-2] = mask
