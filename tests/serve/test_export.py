@@ -22,6 +22,7 @@ def model_copy(served_model, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # 2-4 s: keeps `make test-fast` under 2 minutes
 def test_export_matches_torch_on_mnist_test_digits(model_copy, mnist):
     result = export_checked(model_copy, model_copy / "fresh.onnx")
     assert result.path.is_file()

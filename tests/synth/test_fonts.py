@@ -208,6 +208,7 @@ def test_font_digits_for_training_are_read_back_like_uploads_and_need_no_worker_
     assert np.array_equal(digit_input(first.data).image, x[0]) and int(first.text) == y[0]
 
 
+@pytest.mark.slow  # 2-4 s: keeps `make test-fast` under 2 minutes
 def test_font_non_digits_are_training_letters_and_shapes_in_the_same_pens(folder):
     """font_non_digits: letters never in the benchmark and shapes, each pen in turn, the same
     bytes from the same seed; prepared ones are 28x28 'not a digit' images with ink."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from digitlab.recipes import load_recipe
 from digitlab.synth import fonts
@@ -16,6 +17,7 @@ def font_recipe(n: int):
     )
 
 
+@pytest.mark.slow  # 2-4 s: keeps `make test-fast` under 2 minutes
 def test_font_digits_join_training_and_a_fifth_join_validation(mnist):
     recipe = font_recipe(40)
     notes: list[str] = []
@@ -31,6 +33,7 @@ def test_font_digits_join_training_and_a_fifth_join_validation(mnist):
     assert training_size(recipe) == 50_040
 
 
+@pytest.mark.slow  # 2-4 s: keeps `make test-fast` under 2 minutes
 def test_font_non_digits_join_training_as_not_a_digit_and_a_fifth_join_validation(mnist):
     recipe = load_recipe(
         "default",
@@ -55,6 +58,7 @@ def test_without_the_fonts_a_run_trains_on_mnist_and_says_so(mnist, tmp_path, mo
     assert training_size(recipe) == 50_000
 
 
+@pytest.mark.slow  # 2-4 s: keeps `make test-fast` under 2 minutes
 def test_the_validation_set_alone_is_the_one_training_validates_on(mnist):
     """``evaluate --checkpoints`` builds it without the training set's synthetic data."""
     recipe = load_recipe(

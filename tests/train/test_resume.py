@@ -122,6 +122,7 @@ def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tm
     assert sum(0 < n < len(expected) for _, n in kills) >= 2, kills  # kills came mid-run
 
 
+@pytest.mark.slow  # 2-4 s: keeps `make test-fast` under 2 minutes
 def test_an_empty_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     recipe = load_recipe(str(write_recipe(tmp_path, iters=60)))
     run = tmp_path / "run"
