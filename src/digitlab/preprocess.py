@@ -213,7 +213,7 @@ def _jpeg_zoom_factor(img: Image.Image) -> int:
     """The k of a JPEG of a k×k block zoom (k >= 3), whose blocks JPEG no longer keeps exact,
     else 1: in rows and in columns, ``JPEG_EDGES`` of its changes beyond chance fall between
     blocks (the largest such share decides)."""
-    a = np.asarray(img.convert("L") if img.mode != "L" else img, np.float32)
+    a = gray8(img).astype(np.float32)
     h, w = a.shape
     if min(w, h) < 3 * UNZOOM_MIN_SIDE:
         return 1
