@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from digitlab import predict
 from digitlab.artifact import BUNDLED_MODEL
 from digitlab.predict import Predictor
-from digitlab.preprocess import MAX_IMAGE_BYTES
+from digitlab.preprocess import GIVE, MAX_IMAGE_BYTES
 from digitlab.synth import uploads as synth
 
 pytestmark = pytest.mark.skipif(
@@ -69,7 +69,9 @@ def test_json_contract_in_input_order_with_per_file_errors(tmp_path, cli, mnist)
     out = [json.loads(line) for line in r.stdout.decode().splitlines()]
     assert [o["path"] for o in out] == [str(files[0]), str(bad), str(files[1]),
                                         str(tmp_path / "nope.png"), str(files[2])]  # fmt: skip
-    assert "error" in out[1] and "error" in out[3]
+    # the path names the file once: the message does not start with a subject of its own
+    assert out[1]["error"] == f"not an image Pillow can read; {GIVE}"
+    assert "error" in out[3]
     for o, label in zip([out[0], out[2], out[4]], test.labels[:3], strict=True):
         assert set(o) == {"path", "digit", "confidence", "probabilities", "is_digit"}
         assert o["digit"] == label and o["is_digit"] is True

@@ -38,6 +38,7 @@ WORK_SIDE = 512  # longest side the ink is located at; MNIST needs only 20 px of
 REFINE_BELOW = 64  # a digit shorter than this at work scale is re-read at full resolution
 BOX_SIDE = 20  # MNIST: the ink's bounding box is scaled so its longest side is 20 px
 CENTRE = 14.0  # MNIST's centre of mass, in index coordinates (measured: 13.99, 14.00)
+GIVE = "give a PNG, JPEG, BMP, GIF, TIFF or WebP"  # what an unreadable input's error asks for
 MIN_STROKE = 1.3  # px at 28×28 (a 1-px line reads 1.27); only 0.7 % of MNIST is thinner
 TARGET_STROKE = 2.5  # thinner strokes are dilated to about MNIST's median width
 MIN_CONTRAST = 0.08  # ink fainter than this (fraction of full scale) is paper texture
@@ -101,7 +102,7 @@ def load_image(
     """
     data, name = _read_source(source)
     if not data:
-        raise DigitlabError(f"{name}: the file is empty; give a PNG, JPEG, BMP, GIF, TIFF or WebP")
+        raise DigitlabError(_about(name, f"the file is empty; {GIVE}"))
     max_pixels = min(max_pixels, _pillow_bomb_limit())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns on odd but readable files (EXIF, palette)
@@ -110,14 +111,12 @@ def load_image(
         except Image.DecompressionBombError as exc:
             raise _bomb(name, max_pixels) from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise DigitlabError(
-                f"{name}: not an image Pillow can read; give a PNG, JPEG, BMP, GIF, TIFF or WebP"
-            ) from exc
+            raise DigitlabError(_about(name, f"not an image Pillow can read; {GIVE}")) from exc
         width, height = img.size
         if width * height > max_pixels:
             raise _bomb(name, max_pixels, img.size)
         if width < 1 or height < 1:
-            raise DigitlabError(f"{name}: the image has no pixels ({width}x{height})")
+            raise DigitlabError(_about(name, f"the image has no pixels ({width}x{height})"))
         if max_side and img.format == "JPEG" and max(width, height) > max_side:
             f = max_side / 2 / max(width, height)  # libjpeg then picks a size in [side/2, side)
             img.draft(img.mode, (math.ceil(width * f), math.ceil(height * f)))
@@ -127,7 +126,7 @@ def load_image(
             raise _bomb(name, max_pixels) from exc
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a damaged file
             raise DigitlabError(
-                f"{name}: the {img.format or 'image'} file is damaged or truncated ({exc})"
+                _about(name, f"the {img.format or 'image'} file is damaged or truncated ({exc})")
             ) from exc
         scale, fmt, size = width / img.size[0], img.format, (width, height)
         with contextlib.suppress(Exception):  # a broken EXIF block only loses the orientation
@@ -249,14 +248,20 @@ class ImageTooLarge(DigitlabError):
 
 
 def _read_source(source: ImageSource) -> tuple[bytes, str]:
+    """The bytes of ``source``, and how its errors name it: "" for bytes, whose caller
+    names them (a CLI line starts with the path, a server answer with the item)."""
     if isinstance(source, bytes | bytearray | memoryview):
-        return bytes(source), "image"
+        return bytes(source), ""
     if isinstance(source, str | os.PathLike):
         return read_regular(source, MAX_IMAGE_BYTES, what="image"), str(source)
     if hasattr(source, "read"):
         name = str(getattr(source, "name", "image"))
         return read_bounded(source, MAX_IMAGE_BYTES, name=name, what="image"), name
     raise DigitlabError(f"cannot read an image from a {type(source).__name__}")
+
+
+def _about(name: str, text: str) -> str:
+    return f"{name}: {text}" if name else text
 
 
 @functools.cache
@@ -296,7 +301,7 @@ def input_size(img: Image.Image | np.ndarray) -> tuple[int, int]:
 def _bomb(name: str, max_pixels: float, size: tuple[int, int] | None = None) -> ImageTooLarge:
     declared = f" declares {size[0]}x{size[1]} pixels and" if size else ""
     return ImageTooLarge(
-        f"{name}{declared} is larger than the {int(max_pixels):,}-pixel limit "
+        f"{name or 'the image'}{declared} is larger than the {int(max_pixels):,}-pixel limit "
         "(a decompression bomb or a huge scan); resize it first"
     )
 

@@ -59,7 +59,7 @@ def read_digit(
             else:
                 prepared = digit_input(_bytes_of(image))  # exactly as predict reads a file
         except DigitlabError as exc:
-            raise DigitlabError(f"{name}: {_reason(exc)}") from None
+            raise DigitlabError(f"{name}: {exc}") from None
         return prepared.image, prepared.empty
     gray = _as_gray28(image, name)
     return gray, not gray.any()
@@ -75,11 +75,6 @@ def _bytes_of(image: str | Path | bytes) -> bytes:
         raise DigitlabError("no such image") from None
     except OSError as exc:
         raise DigitlabError(f"cannot read the file ({exc.strerror})") from None
-
-
-def _reason(exc: DigitlabError) -> str:
-    """The message of a preprocess error without its own ``image:`` prefix."""
-    return str(exc).removeprefix("image: ")
 
 
 def _as_gray28(image: ImageInput, name: str) -> np.ndarray:
