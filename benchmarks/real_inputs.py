@@ -23,8 +23,12 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from digitlab.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,6 +65,19 @@ def chunk_ms(seconds: list[float], chunk: int = 20) -> float:
     figure."""
     means = [statistics.mean(seconds[i : i + chunk]) for i in range(0, len(seconds), chunk)]
     return 1000 * statistics.median(means) if means else 0.0
+
+
+def read_numbers(
+    pred: Predictor, numbers: list[tuple[bytes, str, str]]
+) -> tuple[list[str | None], float]:
+    """What ``pred`` reads in each of ``numbers`` with ``--number``, and the time per number
+    (:func:`chunk_ms`)."""
+    read, seconds = [], []
+    for data, _, _ in numbers:
+        t0 = time.perf_counter()
+        read.append(pred.predict_image(data, number=True)["number"])
+        seconds.append(time.perf_counter() - t0)
+    return read, chunk_ms(seconds)
 
 
 def photo_jpeg(digit: np.ndarray, seed: int) -> bytes:
@@ -111,25 +128,18 @@ def main() -> None:
     digit_rej = np.mean([rej for _, rej in rows_rej])
 
     numbers = synth.realistic_numbers(test.images, test.labels, args.numbers, seed=seed_numbers)
-    num_rows, num_fails, num_times = [], [], []
-    for data, text, kind in numbers:
-        t0 = time.perf_counter()
-        r = pred.predict_image(data, number=True)
-        num_times.append(time.perf_counter() - t0)
+    read, num_ms = read_numbers(pred, numbers)
+    num_rows, num_fails = [], []
+    for (_, text, kind), got in zip(numbers, read, strict=True):
         num_rows.append((f"{kind} ({len(text)} digits)" if kind != "touching" else kind,
-                         r["number"] == text))  # fmt: skip
-        if r["number"] != text:
-            num_fails.append(number_failure(text, r["number"]))
-    num_ms = chunk_ms(num_times)
+                         got == text))  # fmt: skip
+        if got != text:
+            num_fails.append(number_failure(text, got))
     num_acc = np.mean([ok for _, ok in num_rows])
     # the same numbers read by the lattice alone, to show what the line model adds
     lattice_only = Predictor(args.model, line=False)
-    alone, alone_times = [], []
-    for d, t, _ in numbers:
-        t0 = time.perf_counter()
-        alone.append(lattice_only.predict_image(d, number=True)["number"] == t)
-        alone_times.append(time.perf_counter() - t0)
-    alone_ms = chunk_ms(alone_times)
+    read_alone, alone_ms = read_numbers(lattice_only, numbers)
+    alone = [got == text for (_, text, _), got in zip(numbers, read_alone, strict=True)]
     line_note = (
         f"| exact numbers read by the lattice alone (no line model) | {np.mean(alone):.2%} | | |"
         if pred.line is not None
